@@ -1,0 +1,1 @@
+from echomask._version import __version__
