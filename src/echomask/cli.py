@@ -18,15 +18,19 @@ log = logging.getLogger("echomask")
 
 def run_lightning_cli(args: list[str]) -> int:
     """Run LightningCLI on `args` (the subcommand first). Model and data classes come from the config."""
+    import jsonargparse
     import lightning.pytorch as pl
     from lightning.pytorch.cli import LightningCLI
+
+    # Configs interpolate across sections with absolute paths such as ${model.init_args.part}.
+    jsonargparse.set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
 
     LightningCLI(
         model_class=pl.LightningModule,
         datamodule_class=pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        parser_kwargs={"parser_mode": "omegaconf"},
+        parser_kwargs={"parser_mode": "omegaconf+"},
         save_config_kwargs={"overwrite": True},
         args=args,
     )

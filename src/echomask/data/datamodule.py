@@ -1,0 +1,158 @@
+"""`BEAT2DataModule`: the one data module every stage uses (SPEC §4.5, §7).
+
+`prepare_data` (local rank 0 only, Lightning's rule) builds or repairs the disk cache;
+`setup` opens it on every rank; Lightning adds the distributed sampler under DDP, so each rank
+reads its own shard. What an item holds is chosen per stage with `items` / `test_items`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, Dataset
+
+from echomask.audio.hubert import HubertFeatures
+from echomask.data.beat2 import BEAT2Corpus
+from echomask.data.corpus_cache import CorpusCache
+from echomask.data.datasets import SequenceDataset, WindowDataset, check_items
+from echomask.motion.kinematics import build_kinematics
+
+log = logging.getLogger(__name__)
+
+
+class BEAT2DataModule(pl.LightningDataModule):
+    """BEAT2 (or any BEAT2-format corpus) as training windows and whole test sequences.
+
+    Args:
+        root: corpus folder (holding `beat_english_v2.0.0/` or being it). Default: the synthetic corpus.
+        speakers: speaker ids to keep (the benchmark uses `[2]`); None keeps all.
+        cache_dir: where the feature cache lives.
+        items: what a train/val window holds (see `data.datasets`).
+        test_items: what a whole test sequence holds.
+        window: frames per training window (§4.5: 64).
+        stride: frames between window starts (§4.5: 20).
+        batch_size: windows per training batch.
+        num_workers: DataLoader worker processes.
+        train_splits, val_splits, test_splits: which split-csv types feed each loader.
+        hubert: "tiny-random", a local directory, or a hub name already in the local cache.
+        hubert_low_layer: index of the low-level hidden state (paper: 11).
+        hubert_high_layer: index of the high-level hidden state (None: the last).
+        feature_dim: projected speech feature size (paper: 256).
+        projection_seed: seed of the fixed orthonormal projection.
+        smplx_model_dir: SMPL-X model folder; None uses the approximate skeleton.
+        on_error: "raise" or "skip" for sequences with bad files.
+        verify_cache: check every cached array's checksum before use.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/synthetic",
+        speakers: list[int] | None = None,
+        cache_dir: str = "data/cache",
+        items: list[str] = ("motion", "expressions"),
+        test_items: list[str] = ("motion", "expressions", "joints", "audio", "speaker", "id"),
+        window: int = 64,
+        stride: int = 20,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        train_splits: list[str] = ("train",),
+        val_splits: list[str] = ("val",),
+        test_splits: list[str] = ("test",),
+        hubert: str = "tiny-random",
+        hubert_low_layer: int = 11,
+        hubert_high_layer: int | None = None,
+        feature_dim: int = 256,
+        projection_seed: int = 0,
+        smplx_model_dir: str | None = None,
+        on_error: str = "raise",
+        verify_cache: bool = True,
+        fps: int = 30,
+        sample_rate: int = 16000,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.items = check_items(items)
+        self.test_items = check_items(test_items)
+        self._cache: CorpusCache | None = None
+        self.datasets: dict[str, Dataset] = {}
+
+    @property
+    def cache(self) -> CorpusCache:
+        """The corpus cache (reads and validates the corpus listing on first use)."""
+        if self._cache is None:
+            hp = self.hparams
+            all_splits = sorted({*hp.train_splits, *hp.val_splits, *hp.test_splits})
+            corpus = BEAT2Corpus(Path(hp.root), speakers=hp.speakers, splits=all_splits, on_error=hp.on_error)
+            speech = HubertFeatures(
+                model=hp.hubert,
+                low_layer=hp.hubert_low_layer,
+                high_layer=hp.hubert_high_layer,
+                out_dim=hp.feature_dim,
+                projection_seed=hp.projection_seed,
+                fps=hp.fps,
+            )
+            self._cache = CorpusCache(
+                corpus,
+                hp.cache_dir,
+                speech_features=speech,
+                kinematics=build_kinematics(hp.smplx_model_dir),
+                fps=hp.fps,
+                sample_rate=hp.sample_rate,
+            )
+            log.info("corpus %s: %d sequences; kinematics: %s", hp.root, len(corpus), self._cache.kinematics.label)
+        return self._cache
+
+    def prepare_data(self) -> None:
+        self.cache.build(full_check=self.hparams.verify_cache)
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        samples_per_frame = hp.sample_rate / hp.fps
+        windows = dict(items=self.items, window=hp.window, stride=hp.stride, samples_per_frame=samples_per_frame)
+        self.datasets = {
+            "train": WindowDataset(self.cache.sequences(hp.train_splits), **windows),
+            "val": WindowDataset(self.cache.sequences(hp.val_splits), **windows),
+            "test": SequenceDataset(self.cache.sequences(hp.test_splits), self.test_items, samples_per_frame),
+        }
+
+    def _loader(self, name: str, batch_size: int, shuffle: bool) -> DataLoader:
+        if name not in self.datasets:
+            raise RuntimeError("BEAT2DataModule.setup() has not been called")
+        dataset = self.datasets[name]
+        if len(dataset) == 0:
+            splits = getattr(self.hparams, f"{name}_splits")
+            raise ValueError(
+                f"no {name} items in {self.hparams.root} (splits {list(splits)}, speakers {self.hparams.speakers}); "
+                f"sequences shorter than {self.hparams.window} frames give no windows"
+            )
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.hparams.batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", 1, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", 1, shuffle=False)
+
+    def joint_mean_speed(self):
+        """Per-joint mean speed for beat consistency: BEAT2's shipped file when present, else the train split's."""
+        shipped = self.cache.corpus.root / "weights" / "mean_vel_smplxflame_30.npy"
+        if shipped.exists():
+            import numpy as np
+
+            return np.load(shipped).astype("float32")
+        return self.cache.joint_mean_speed(self.hparams.train_splits)

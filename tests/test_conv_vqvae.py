@@ -1,0 +1,129 @@
+"""Tests of the convolutional RVQ-VAE (SPEC §5.1)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from echomask.models.conv_vqvae import RVQVAE, ConvDecoder, ConvEncoder, DilatedResidualBlock
+
+
+TINY = dict(width=64, num_quantizers=2, codebook_size=64, code_dim=64)
+
+
+def _smooth_motion(batch: int, frames: int, dim: int, seed: int) -> torch.Tensor:
+    """(batch, frames, dim): a sinusoid of random frequency and phase, mixed into `dim` channels."""
+    generator = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(2, dim, generator=torch.Generator().manual_seed(999))  # the same for every batch
+    time = torch.arange(frames).float().view(1, frames, 1) / 30.0
+    frequency = 0.5 + torch.rand(batch, 1, 1, generator=generator)  # 0.5-1.5 Hz at 30 fps
+    phase = 2 * math.pi * torch.rand(batch, 1, 1, generator=generator)
+    angle = 2 * math.pi * frequency * time + phase
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1) @ mixing
+
+
+def test_paper_sizes_give_16_tokens_of_6_layers_for_64_frames():
+    torch.manual_seed(0)
+    model = RVQVAE(input_dim=78)
+    x = torch.randn(2, 64, 78)
+    out = model(x)
+    assert out["recon"].shape == (2, 64, 78)
+    assert out["indices"].shape == (2, 16, 6)
+    assert out["commitment"].ndim == 0
+    assert out["stats"]["usage"].shape == (6,)
+    model.eval()
+    indices = model.encode(x)
+    assert indices.shape == (2, 16, 6)
+    assert model.indices_to_codes(indices).shape == (6, 2, 16, 256)
+    assert model.decode(indices).shape == (2, 64, 78)
+
+
+def test_every_size_is_configurable():
+    model = RVQVAE(input_dim=10, depth=3, dilations=(1, 2), **TINY)
+    x = torch.randn(3, 40, 10)
+    out = model(x)
+    assert out["recon"].shape == (3, 40, 10)
+    assert out["indices"].shape == (3, 5, 2)
+    assert model.indices_to_codes(out["indices"]).shape == (2, 3, 5, 64)
+    assert model.encoder.layers[0].out_channels == 64
+    assert model.quantizer.codebooks[0].codebook.shape == (64, 64)
+
+
+def _block_dilations(module: torch.nn.Module) -> list[int]:
+    return [block.body[1].dilation[0] for block in module.modules() if isinstance(block, DilatedResidualBlock)]
+
+
+def test_encoder_and_decoder_follow_the_spec_layout():
+    encoder = ConvEncoder(input_dim=61)
+    convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv1d)]
+    assert (convs[0].in_channels, convs[0].out_channels, convs[0].kernel_size) == (61, 256, (3,))
+    assert (convs[-1].in_channels, convs[-1].out_channels, convs[-1].kernel_size) == (256, 256, (3,))
+    downsampling = [c for c in convs if c.stride == (2,)]
+    assert [(c.kernel_size, c.padding) for c in downsampling] == [((4,), (1,))] * 2
+    assert _block_dilations(encoder) == [1, 3, 9, 1, 3, 9]
+    decoder = ConvDecoder(output_dim=61)
+    convs = [m for m in decoder.modules() if isinstance(m, torch.nn.Conv1d)]
+    assert (convs[-1].in_channels, convs[-1].out_channels, convs[-1].kernel_size) == (256, 61, (3,))
+    assert _block_dilations(decoder) == [9, 3, 1, 9, 3, 1]
+    upsampling = [m for m in decoder.modules() if isinstance(m, torch.nn.Upsample)]
+    assert [(u.scale_factor, u.mode) for u in upsampling] == [(2.0, "nearest")] * 2
+    assert _block_dilations(RVQVAE(input_dim=61).decoder) == [9, 3, 1, 9, 3, 1]
+
+
+def test_eval_decode_of_encode_equals_forward_reconstruction():
+    torch.manual_seed(0)
+    model = RVQVAE(input_dim=12, **TINY)
+    model(torch.randn(4, 32, 12))  # initialise the codebooks
+    model.eval()
+    x = torch.randn(2, 32, 12)
+    out = model(x)
+    indices = model.encode(x)
+    assert torch.equal(indices, out["indices"])
+    torch.testing.assert_close(model.decode(indices), out["recon"], atol=1e-5, rtol=1e-5)
+    quantized = model.indices_to_codes(indices).sum(0)
+    torch.testing.assert_close(model.decoder(quantized), out["recon"], atol=1e-5, rtol=1e-5)
+
+
+def test_bad_inputs_are_rejected_with_clear_errors():
+    model = RVQVAE(input_dim=12, **TINY)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        model(torch.randn(2, 30, 12))
+    with pytest.raises(ValueError, match=r"\(B, T, 12\)"):
+        model(torch.randn(2, 32, 13))
+    with pytest.raises(ValueError, match=r"\(B, T, 12\)"):
+        model.encode(torch.randn(32, 12))
+    with pytest.raises(ValueError, match=r"\(B, N, 2\)"):
+        model.decode(torch.zeros(2, 8, 3, dtype=torch.long))
+
+
+def test_training_lowers_reconstruction_error_on_a_smooth_signal():
+    torch.manual_seed(0)
+    model = RVQVAE(input_dim=8, **TINY)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    evaluation = _smooth_motion(32, 32, 8, seed=123)
+
+    def eval_mse() -> float:
+        model.eval()
+        with torch.no_grad():
+            error = torch.nn.functional.mse_loss(model(evaluation)["recon"], evaluation).item()
+        model.train()
+        return error
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small convolutions: threads only add contention on a shared machine
+    try:
+        model(_smooth_motion(32, 32, 8, seed=0))  # the first batch initialises the codebooks
+        initial = eval_mse()
+        for step in range(200):
+            batch = _smooth_motion(8, 32, 8, seed=step + 1)
+            out = model(batch)
+            loss = torch.nn.functional.mse_loss(out["recon"], batch) + 0.02 * out["commitment"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        final = eval_mse()
+    finally:
+        torch.set_num_threads(threads)
+    assert final < 0.05 * initial, f"reconstruction MSE {initial:.4f} -> {final:.4f}"
