@@ -5,8 +5,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ECHOMASK := $(VENV)/bin/echomask
 DATA ?= synthetic
+DATA_ROOT ?= data/$(DATA)
+# Model sizes: the tiny demo configs on the synthetic corpus, the paper configs otherwise.
+ifeq ($(DATA),synthetic)
+SIZE ?= demo
+else
+SIZE ?= paper
+endif
 PART ?= all
+STAGE1_PARTS := face upper hands lower translation
 AUDIO ?=
+SYNTHETIC := data/synthetic/beat_english_v2.0.0/train_test_split.csv
+CORPUS := $(if $(filter synthetic,$(DATA)),$(SYNTHETIC),)
+size_config = $(if $(filter demo,$(SIZE)),--config experiments/demo/$(1).yaml,)
 
 .PHONY: install test test-slow demo data-synthetic train-evaluator train-vqvae train-generator evaluate generate bench clean
 
@@ -26,6 +37,17 @@ test-slow: install
 
 data-synthetic: install
 	$(ECHOMASK) synth-data --out data/synthetic
+
+$(SYNTHETIC): | install
+	$(ECHOMASK) synth-data --out data/synthetic
+
+# Stage 1: the four body-part RVQ-VAEs and the translation model, in sequence (PART=upper for one).
+# Checkpoints: logs/vqvae/<part>/checkpoints/last.ckpt (stage 2 reads these by default).
+train-vqvae: install $(CORPUS)
+	for part in $(if $(filter all,$(PART)),$(STAGE1_PARTS),$(PART)); do \
+	  $(ECHOMASK) fit --config experiments/vqvae/base.yaml $(call size_config,vqvae) \
+	    --config experiments/vqvae/$$part.yaml --data.root $(DATA_ROOT) || exit 1; \
+	done
 
 clean:
 	rm -rf logs outputs data/cache data/synthetic

@@ -207,3 +207,25 @@ def test_whole_body_to_parts_selects_the_same_columns_as_smplx_to_parts():
     got = whole_body_to_parts(whole, expressions)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
+
+
+def test_parts_to_whole_body_inverts_whole_body_to_parts_except_the_eyes():
+    from echomask.motion.parts import parts_to_whole_body, whole_body_to_parts
+
+    arrays = random_smplx((2, 6))
+    whole_body = smplx_to_whole_body(arrays["poses"], arrays["trans"], arrays["contact"])
+    parts = whole_body_to_parts(whole_body, arrays["expressions"])
+    parts["upper"] = parts["upper"] * 2.0  # non-orthonormal 6D is copied unchanged
+    back = parts_to_whole_body(parts)
+    assert back.shape == (2, 6, WHOLE_BODY_DIM) and back.dtype == torch.float64
+    rot6d, back_rot6d = whole_body[..., :330].reshape(2, 6, NUM_JOINTS, 6), back[..., :330].reshape(2, 6, NUM_JOINTS, 6)
+    owned = owned_joints()
+    upper = list(PART_JOINTS["upper"])
+    assert torch.equal(back_rot6d[..., upper, :], 2.0 * rot6d[..., upper, :])
+    others = [joint for joint in owned if joint not in upper]
+    assert torch.equal(back_rot6d[..., others, :], rot6d[..., others, :])
+    identity = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    assert torch.equal(back_rot6d[..., list(EYE_JOINTS), :], identity.expand(2, 6, 2, 6))
+    assert torch.equal(back[..., 330:], whole_body[..., 330:])
+    with pytest.raises(ValueError, match="missing: \\['face'\\]"):
+        parts_to_whole_body({name: tensor for name, tensor in parts.items() if name != "face"})

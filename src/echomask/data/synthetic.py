@@ -87,7 +87,7 @@ STYLE_PRESETS = (
         dominant_hand="right",
         both_hands_probability=0.35,
         nod_amplitude=0.08,
-        sway_amplitude=0.012,
+        sway_amplitude=0.03,
         weight_shift_period_s=6.0,
     ),
     SpeakerStyle(
@@ -99,7 +99,7 @@ STYLE_PRESETS = (
         dominant_hand="left",
         both_hands_probability=0.55,
         nod_amplitude=0.14,
-        sway_amplitude=0.02,
+        sway_amplitude=0.05,
         weight_shift_period_s=4.0,
     ),
     SpeakerStyle(
@@ -111,7 +111,7 @@ STYLE_PRESETS = (
         dominant_hand="right",
         both_hands_probability=0.4,
         nod_amplitude=0.11,
-        sway_amplitude=0.015,
+        sway_amplitude=0.04,
         weight_shift_period_s=5.0,
     ),
     SpeakerStyle(
@@ -123,7 +123,7 @@ STYLE_PRESETS = (
         dominant_hand="left",
         both_hands_probability=0.7,
         nod_amplitude=0.07,
-        sway_amplitude=0.025,
+        sway_amplitude=0.06,
         weight_shift_period_s=3.5,
     ),
 )
@@ -173,10 +173,22 @@ VOWELS = tuple(VOWEL_FORMANTS_HZ)
 
 def _vowel_features(vowel: str) -> np.ndarray:
     """(3,) openness (from F1), frontness (from F2), rounding, each in [0, 1]."""
-    first, second, _ = VOWEL_FORMANTS_HZ[vowel]
-    openness = (first - 270) / (730 - 270)
-    frontness = (second - 840) / (2290 - 840)
+    first, second = np.array(list(VOWEL_FORMANTS_HZ.values()))[:, :2].T
+    openness = (VOWEL_FORMANTS_HZ[vowel][0] - first.min()) / np.ptp(first)
+    frontness = (VOWEL_FORMANTS_HZ[vowel][1] - second.min()) / np.ptp(second)
     return np.array([openness, frontness, VOWEL_ROUNDED[vowel]])
+
+
+STRESSED_LEVEL = 1.0
+UNSTRESSED_LEVEL = 0.45
+STRESSED_PITCH_FACTOR = 1.25  # stressed syllables are pitched up (§4.6)
+MIN_BEAT_INTERVAL_S = 0.4  # two stressed onsets closer than this would need an impossibly fast gesture
+SYLLABLE_SECONDS = (0.10, 0.25)  # §4.6: syllables of 100–250 ms
+SYLLABLES_PER_PHRASE = (3, 9)
+PAUSE_SECONDS = (0.3, 0.8)  # silence added between phrases, times the speaker's pause_scale
+LEADING_SILENCE_SECONDS = (0.3, 0.6)
+RATE_JITTER = 0.2  # syllable intervals vary by ±20% around 1 / syllable_rate_hz
+PHRASE_START_STRESS_PROBABILITY = 0.85
 
 
 @dataclass(frozen=True)
@@ -195,29 +207,28 @@ class SpeechPlan:
         return tuple(word[-1] for word in self.words)
 
     @property
+    def vowel_features(self) -> np.ndarray:
+        """(S, 3) openness, frontness and rounding of each syllable's vowel."""
+        return np.array([_vowel_features(vowel) for vowel in self.vowels]).reshape(-1, 3)
+
+    @property
     def levels(self) -> np.ndarray:
         """(S,) loudness of each syllable: stressed ones are louder, open vowels a little louder."""
-        openness = np.array([_vowel_features(vowel)[0] for vowel in self.vowels])
+        openness = self.vowel_features[:, 0]
         stress_gain = np.where(self.stressed, STRESSED_LEVEL, UNSTRESSED_LEVEL)
         return stress_gain * (0.75 + 0.25 * openness)
 
 
-STRESSED_LEVEL = 1.0
-UNSTRESSED_LEVEL = 0.45
-STRESSED_PITCH_FACTOR = 1.25  # stressed syllables are pitched up (§4.6)
-MIN_BEAT_INTERVAL_S = 0.4  # two stressed onsets closer than this would need an impossibly fast gesture
-
-
 def _plan_speech(rng: np.random.Generator, style: SpeakerStyle, speech_end_s: float) -> SpeechPlan:
-    """Lay out phrases of 3–9 syllables separated by pauses, from a short silence up to `speech_end_s`."""
+    """Lay out phrases of syllables separated by pauses, from a short silence up to `speech_end_s`."""
     onsets, durations, stressed, phrase_start, phrase_position, words = [], [], [], [], [], []
-    time = rng.uniform(0.3, 0.6)
+    time = rng.uniform(*LEADING_SILENCE_SECONDS)
     last_stress = -np.inf
     while True:
-        num_syllables = int(rng.integers(3, 10))
+        num_syllables = int(rng.integers(SYLLABLES_PER_PHRASE[0], SYLLABLES_PER_PHRASE[1] + 1))
         for index in range(num_syllables):
-            interval = rng.uniform(0.8, 1.2) / style.syllable_rate_hz
-            duration = min(rng.uniform(0.10, 0.25), 0.85 * interval)
+            interval = rng.uniform(1 - RATE_JITTER, 1 + RATE_JITTER) / style.syllable_rate_hz
+            duration = min(rng.uniform(*SYLLABLE_SECONDS), 0.85 * interval)  # keep a gap to the next one
             if time + duration > speech_end_s:
                 return SpeechPlan(
                     onsets_s=np.array(onsets),
@@ -227,7 +238,7 @@ def _plan_speech(rng: np.random.Generator, style: SpeakerStyle, speech_end_s: fl
                     phrase_position=np.array(phrase_position),
                     words=tuple(words),
                 )
-            stress_probability = 0.85 if index == 0 else style.stress_probability
+            stress_probability = PHRASE_START_STRESS_PROBABILITY if index == 0 else style.stress_probability
             is_stressed = rng.random() < stress_probability and time - last_stress >= MIN_BEAT_INTERVAL_S
             last_stress = time if is_stressed else last_stress
             onsets.append(time)
@@ -237,7 +248,7 @@ def _plan_speech(rng: np.random.Generator, style: SpeakerStyle, speech_end_s: fl
             phrase_position.append(index / max(num_syllables - 1, 1))
             words.append(CONSONANTS[rng.integers(len(CONSONANTS))] + VOWELS[rng.integers(len(VOWELS))])
             time += interval
-        time += rng.uniform(0.3, 0.8) * style.pause_scale
+        time += rng.uniform(*PAUSE_SECONDS) * style.pause_scale
 
 
 def _syllable_shape(elapsed_s: np.ndarray, duration_s: float) -> np.ndarray:
@@ -268,6 +279,10 @@ FORMANT_GAINS = (1.0, 0.6, 0.3)
 FORMANT_WIDTHS_HZ = (90.0, 120.0, 180.0)
 CONSONANT_BURST_S = 0.015  # noise burst at each syllable onset
 NOISE_RMS = 0.002  # background noise
+BURST_LEVEL = 0.5  # consonant burst relative to the vowel
+FORMANT_FLOOR = 0.02  # gain of harmonics far from every formant
+PHRASE_DECLINATION = 0.12  # pitch falls by this fraction from a phrase's first syllable to its last
+SYLLABLE_PITCH_FALL = 0.08  # and by this fraction across each syllable
 
 
 def _synthesize_speech(
@@ -280,40 +295,45 @@ def _synthesize_speech(
     ):
         start = int(round(onset * sample_rate))
         elapsed = np.arange(int(round(duration * sample_rate))) / sample_rate
-        elapsed = elapsed[start + np.arange(len(elapsed)) < num_samples]
         # Pitch: speaker's f0, raised when stressed, falling across the phrase and within the syllable.
-        f0 = style.f0_hz * (STRESSED_PITCH_FACTOR if stressed else 1.0) * (1.0 - 0.12 * position)
-        pitch = f0 * (1.04 - 0.08 * elapsed / duration)
+        f0 = style.f0_hz * (STRESSED_PITCH_FACTOR if stressed else 1.0) * (1.0 - PHRASE_DECLINATION * position)
+        pitch = f0 * (1.0 + SYLLABLE_PITCH_FALL * (0.5 - elapsed / duration))
         phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
         harmonics = np.arange(1, int(min(MAX_PARTIAL_HZ, 0.45 * sample_rate) // f0) + 1)
         gains = sum(
             gain * np.exp(-0.5 * ((harmonics * f0 - formant) / width) ** 2)
             for formant, gain, width in zip(VOWEL_FORMANTS_HZ[vowel], FORMANT_GAINS, FORMANT_WIDTHS_HZ)
         )
-        gains = (gains + 0.02) / np.sqrt(harmonics)
+        gains = (gains + FORMANT_FLOOR) / np.sqrt(harmonics)
         gains *= np.sqrt(2.0 / np.sum(gains**2))  # unit RMS
         voiced = gains @ np.sin(np.outer(harmonics, phase))
         burst = np.diff(rng.normal(0.0, 0.5, len(elapsed) + 1)) * np.exp(-elapsed / CONSONANT_BURST_S)
         shape = _syllable_shape(elapsed, duration)
-        wave[start : start + len(elapsed)] += SPEECH_RMS * level * (shape * voiced + 0.5 * burst)
+        wave[start : start + len(elapsed)] += SPEECH_RMS * level * (shape * voiced + BURST_LEVEL * burst)
     return wave.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- motion: rest pose
 
 # Rest pose, axis-angle: rounded per-joint means of the real sample, made left/right symmetric.
-# Centre joints as given; left joints as given and mirrored onto the right side.
+# Centre joints (pelvis 0, spine 3/6/9, neck 12, head 15, jaw) as given; left joints (hip 1, knee 4,
+# ankle 7, foot 10, collar 13, shoulder 16, elbow 18, wrist 20) as given and mirrored onto the right side.
 REST_CENTRE = {0: (-0.29, 0.0, 0.0), 3: (0.25, 0.0, 0.0), 6: (0.10, 0.0, 0.0), 9: (0.10, 0.0, 0.0),
                12: (0.16, 0.0, 0.0), 15: (-0.05, 0.0, 0.0), JAW_JOINT: (0.01, 0.0, 0.0)}  # fmt: skip
 REST_LEFT = {1: (0.23, 0.21, 0.15), 4: (0.07, 0.0, -0.07), 7: (0.0, 0.19, -0.13), 10: (-0.15, 0.10, 0.11),
              13: (0.0, -0.20, -0.18), 16: (0.02, -0.26, -0.89), 18: (0.05, -0.80, 0.28),
              20: (-0.28, -0.05, 0.08)}  # fmt: skip
 LEFT_TO_RIGHT = {1: 2, 4: 5, 7: 8, 10: 11, 13: 14, 16: 17, 18: 19, 20: 21, 23: 24}
+PELVIS, SPINE1, SPINE3, NECK, HEAD = 0, 3, 9, 12, 15
+SPINE = (3, 6, 9)
+LEFT_LEG, RIGHT_LEG = (1, 4, 7), (2, 5, 8)  # hip, knee, ankle
 LEFT_ARM = (13, 16, 18, 20)  # collar, shoulder, elbow, wrist
 RIGHT_ARM = tuple(LEFT_TO_RIGHT[joint] for joint in LEFT_ARM)
-LEFT_HAND_FIRST, RIGHT_HAND_FIRST = 25, 40  # 15 joints each: index, middle, pinky, ring, thumb x 3
+LEFT_HAND_FIRST, RIGHT_HAND_FIRST = 25, 40
+HAND_JOINTS_PER_SIDE = 15  # index, middle, pinky, ring, thumb x 3 segments
 FINGER_BASE_CURL = (0.10, 0.15, 0.25, 0.20, 0.05)  # radians per segment, index .. thumb
 FINGER_SEGMENT_WEIGHTS = (1.0, 1.1, 0.8)
+HAND_SHAPE_CURL = (-0.35, 0.45)  # radians added to a finger's curl mid-gesture: from an open hand to a fist
 # Curl axes of the left hand (fingers along +x curl towards the palm, -y); the right hand is mirrored.
 FINGER_CURL_AXIS = np.array([0.0, 0.0, -1.0])
 THUMB_CURL_AXIS = np.array([0.0, 0.6, -0.8])
@@ -338,8 +358,14 @@ def _rest_pose() -> np.ndarray:
 # --------------------------------------------------------------------------- motion: signals
 
 
-def _smooth_noise(rng: np.random.Generator, times: np.ndarray, shape: tuple[int, ...], std: float,
-                  max_hz: float = 0.4, num_sines: int = 3) -> np.ndarray:  # fmt: skip
+def _smooth_noise(
+    rng: np.random.Generator,
+    times: np.ndarray,
+    shape: tuple[int, ...],
+    std: float,
+    max_hz: float = 0.4,
+    num_sines: int = 3,
+) -> np.ndarray:
     """(T, *shape) slow random wander of standard deviation `std`: a sum of `num_sines` random sinusoids."""
     frequencies = rng.uniform(0.05, max_hz, (num_sines, *shape))
     phases = rng.uniform(0.0, 2 * np.pi, (num_sines, *shape))
@@ -381,6 +407,9 @@ GESTURE_SWEEP = np.array([[0.0, 0.0, 0.05], [-0.3, 0.1, 0.6], [0.15, 0.0, 0.0], 
 SWEEP_RATIO = 1.5  # sideways extent of the loop relative to its height: wide enough that the
 # hand never slows down at the top of the loop (one speed minimum per beat, at the beat)
 IDLE_ARM_FACTOR = 0.2  # relative amplitude of an arm that does not take part in a beat
+JOINING_ARM_FACTOR = 0.7  # relative amplitude of the other arm when it joins a beat
+BEAT_SIZE_JITTER = (0.7, 1.1)  # each beat's amplitude varies in this range around the speaker's
+PAUSE_GESTURE_FACTOR = 0.25  # relative amplitude over an interval longer than MAX_GESTURE_CYCLE_S
 
 
 def _arm_amplitudes(
@@ -388,11 +417,11 @@ def _arm_amplitudes(
 ) -> dict[str, np.ndarray]:
     """Per interval and arm, the gesture amplitude in radians: {"left": (K,), "right": (K,)}."""
     num_cycles = len(cycles.durations_s)
-    beat_size = style.gesture_amplitude * rng.uniform(0.7, 1.1, num_cycles)
-    beat_size[cycles.durations_s > MAX_GESTURE_CYCLE_S] *= 0.25
+    beat_size = style.gesture_amplitude * rng.uniform(*BEAT_SIZE_JITTER, num_cycles)
+    beat_size[cycles.durations_s > MAX_GESTURE_CYCLE_S] *= PAUSE_GESTURE_FACTOR
     beat_size[[0, -1]] *= IDLE_ARM_FACTOR  # before the first and after the last beat
     joins = rng.random(num_cycles) < style.both_hands_probability
-    other = beat_size * np.where(joins, 0.7, IDLE_ARM_FACTOR)
+    other = beat_size * np.where(joins, JOINING_ARM_FACTOR, IDLE_ARM_FACTOR)
     if style.dominant_hand == "left":
         return {"left": beat_size, "right": other}
     return {"left": other, "right": beat_size}
@@ -414,7 +443,7 @@ def _hand_pose(rng: np.random.Generator, cycles: BeatCycles, activity: np.ndarra
 
     `activity` (T,) in [0, 1] scales the hand shape (an idle arm's hand barely moves).
     """
-    shapes = rng.uniform(-0.35, 0.45, (len(cycles.durations_s), len(FINGER_BASE_CURL)))  # open .. fist
+    shapes = rng.uniform(*HAND_SHAPE_CURL, (len(cycles.durations_s), len(FINGER_BASE_CURL)))
     opening = 0.5 * (1.0 - np.cos(cycles.phase))  # 0 at beats, 1 mid-gesture
     curl = np.asarray(FINGER_BASE_CURL) + (activity * opening)[:, None] * shapes[cycles.cycle]  # (T, 5)
     axes = np.stack([FINGER_CURL_AXIS] * 4 + [THUMB_CURL_AXIS])  # (5, 3)
@@ -433,14 +462,16 @@ def _nods(plan: SpeechPlan, times: np.ndarray, style: SpeakerStyle) -> np.ndarra
     return (np.exp(-0.5 * offsets**2) * sizes).sum(axis=1)
 
 
+WEIGHT_SHIFT_SECONDS = 1.2  # duration of one shift from leg to leg
+
+
 def _weight_shift(rng: np.random.Generator, times: np.ndarray, style: SpeakerStyle) -> np.ndarray:
     """(T,) weight position in [-1, 1] (+1: on the left leg), moving smoothly from side to side."""
-    transition_s = 1.2
     shift = np.full(len(times), rng.uniform(-1.0, 1.0))
     change = rng.uniform(0.2, 1.0) * style.weight_shift_period_s
     while change < times[-1]:
         target = -np.sign(shift[-1] or 1.0) * rng.uniform(0.5, 1.0)
-        progress = np.clip((times - change) / transition_s, 0.0, 1.0)
+        progress = np.clip((times - change) / WEIGHT_SHIFT_SECONDS, 0.0, 1.0)
         shift = shift + (target - shift[-1]) * (0.5 - 0.5 * np.cos(np.pi * progress))
         change += rng.uniform(0.7, 1.3) * style.weight_shift_period_s
     return shift
@@ -459,9 +490,9 @@ def _lower_body_offsets(shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     offsets = np.zeros((len(shift), NUM_JOINTS, 3))
     leg_tilt = -WEIGHT_SHIFT_M / LEG_LENGTH_M * shift
-    offsets[:, 0, 2] = HIP_HIKE_RAD * shift
-    offsets[:, 3, 2] = -0.75 * HIP_HIKE_RAD * shift  # keep the torso upright
-    for hip, knee, ankle, unloaded in ((1, 4, 7, np.maximum(-shift, 0)), (2, 5, 8, np.maximum(shift, 0))):
+    offsets[:, PELVIS, 2] = HIP_HIKE_RAD * shift
+    offsets[:, SPINE1, 2] = -0.75 * HIP_HIKE_RAD * shift  # keep the torso upright
+    for (hip, knee, ankle), unloaded in ((LEFT_LEG, np.maximum(-shift, 0)), (RIGHT_LEG, np.maximum(shift, 0))):
         offsets[:, hip, 2] = leg_tilt - HIP_HIKE_RAD * shift
         offsets[:, ankle, 2] = -leg_tilt
         bend = KNEE_BEND_RAD * unloaded
@@ -473,9 +504,19 @@ def _lower_body_offsets(shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # --------------------------------------------------------------------------- motion: assembly
 
-JAW_OPEN_RAD = 0.06  # jaw opening of a loud open vowel (the real sample's jaw stays within 0.05 rad)
-ENVELOPE_OVERSAMPLING = 8  # speech signals are averaged over each motion frame from this many points
+ARM_JITTER_RAD = 0.01  # slow wander of every arm joint on top of the gestures
 SPINE_TWIST_RAD = 0.06  # the upper back turns towards a gesturing arm
+NECK_SHARE_OF_NOD = 0.4  # the head joint takes the rest
+JAW_OPEN_RAD = 0.06  # jaw opening of a loud open vowel (the real sample's jaw stays within 0.05 rad)
+JAW_LOUDNESS_SHARE = 0.4  # the jaw follows loudness this much and the vowel's openness the rest
+EYE_JITTER_RAD = 0.01  # eyes stay near identity
+EXPRESSION_WANDER = 0.08  # slow wander of every expression coefficient
+EXPRESSION_LOUDNESS_GAIN = 0.3  # the speech-driven coefficients also rise with loudness
+ENVELOPE_OVERSAMPLING = 8  # speech signals are averaged over each motion frame from this many points
+FACING_RANGE_RAD = 0.3  # each recording faces a random direction within ± this
+FACING_DRIFT_RAD = 0.04  # slow turning during a recording
+PLACE_STD_M = 0.05  # where the speaker stands, per recording
+TRANS_SWAY_M = 0.004  # slow sway of the pelvis position
 
 
 def _frame_average(plan: SpeechPlan, weights: np.ndarray, num_frames: int, fps: int) -> np.ndarray:
@@ -493,6 +534,81 @@ def _compose(rest: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return rotations.as_rotvec().reshape(offsets.shape)
 
 
+def _gesture_offsets(rng: np.random.Generator, plan: SpeechPlan, style: SpeakerStyle, times: np.ndarray) -> np.ndarray:
+    """(T, 55, 3) axis-angle offsets of both arms, hands and the upper back: one beat loop per interval
+    between stressed onsets."""
+    offsets = np.zeros((len(times), NUM_JOINTS, 3))
+    cycles = _beat_cycles(plan.onsets_s[plan.stressed], times)
+    amplitudes = _arm_amplitudes(rng, cycles, style)
+    for side, arm, hand_first in (("left", LEFT_ARM, LEFT_HAND_FIRST), ("right", RIGHT_ARM, RIGHT_HAND_FIRST)):
+        amplitude = amplitudes[side][cycles.cycle]
+        gesture = _arm_gesture(amplitude, cycles.phase) + _smooth_noise(rng, times, (len(arm), 3), ARM_JITTER_RAD)
+        hand = _hand_pose(rng, cycles, np.clip(amplitude / style.gesture_amplitude, 0.0, 1.0))
+        if side == "right":
+            gesture, hand = mirror_to_right(gesture), mirror_to_right(hand)
+        offsets[:, list(arm)] += gesture
+        offsets[:, hand_first : hand_first + HAND_JOINTS_PER_SIDE] += hand
+    left_minus_right = (amplitudes["left"] - amplitudes["right"])[cycles.cycle] / style.gesture_amplitude
+    offsets[:, SPINE3, 1] += SPINE_TWIST_RAD * left_minus_right * 0.5 * (1.0 - np.cos(cycles.phase))
+    return offsets
+
+
+def _head_and_torso_offsets(
+    rng: np.random.Generator, plan: SpeechPlan, style: SpeakerStyle, times: np.ndarray
+) -> np.ndarray:
+    """(T, 55, 3) axis-angle offsets: nods on phrase starts and stresses, slow look-around, torso sway."""
+    offsets = np.zeros((len(times), NUM_JOINTS, 3))
+    nod = _nods(plan, times, style)
+    offsets[:, NECK, 0] += NECK_SHARE_OF_NOD * nod
+    offsets[:, HEAD, 0] += (1.0 - NECK_SHARE_OF_NOD) * nod
+    offsets[:, [NECK, HEAD]] += _smooth_noise(rng, times, (2, 3), style.sway_amplitude, max_hz=0.6)
+    offsets[:, list(SPINE)] += _smooth_noise(rng, times, (len(SPINE), 3), style.sway_amplitude, max_hz=0.6)
+    return offsets
+
+
+def _face(
+    rng: np.random.Generator, plan: SpeechPlan, identity: SpeakerIdentity, num_frames: int, fps: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Jaw and eyes ((T, 55, 3) axis-angle offsets) and expressions ((T, 100)) following the syllables'
+    loudness and vowel shape."""
+    times = np.arange(num_frames) / fps
+    mouth = _frame_average(plan, plan.levels[:, None] * plan.vowel_features, num_frames, fps)  # (T, 3)
+    loudness = _frame_average(plan, plan.levels[:, None], num_frames, fps)[:, 0]  # (T,)
+    offsets = np.zeros((num_frames, NUM_JOINTS, 3))
+    openness = mouth[:, 0]
+    offsets[:, JAW_JOINT, 0] = JAW_OPEN_RAD * (JAW_LOUDNESS_SHARE * loudness + (1 - JAW_LOUDNESS_SHARE) * openness)
+    offsets[:, list(EYE_JOINTS)] = _smooth_noise(rng, times, (1, 3), EYE_JITTER_RAD, max_hz=1.0)
+    expressions = identity.neutral_expression + _smooth_noise(rng, times, (NUM_EXPRESSIONS,), EXPRESSION_WANDER)
+    speech_driven = EXPRESSION_LOUDNESS_GAIN * loudness[:, None] + mouth @ identity.vowel_to_expression
+    expressions[:, :SPEECH_DRIVEN_EXPRESSIONS] += speech_driven
+    return offsets, expressions
+
+
+def _place_in_world(
+    rng: np.random.Generator, poses: np.ndarray, sideways_m: np.ndarray, height_m: float, times: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn the body to a per-recording facing with a slow drift and place it: (T, 55, 3) poses and
+    (T,) sideways weight-shift travel -> turned poses (T, 55, 3) and trans (T, 3), y constant."""
+    facing = rng.uniform(-FACING_RANGE_RAD, FACING_RANGE_RAD) + _smooth_noise(
+        rng, times, (), FACING_DRIFT_RAD, max_hz=0.15
+    )
+    yaw = Rotation.from_rotvec(np.outer(facing, [0.0, 1.0, 0.0]))
+    poses = poses.copy()
+    poses[:, PELVIS] = (yaw * Rotation.from_rotvec(poses[:, PELVIS])).as_rotvec()
+    place = rng.normal(0.0, PLACE_STD_M, 2)
+    sway = _smooth_noise(rng, times, (2,), TRANS_SWAY_M, max_hz=0.2)
+    along, forward = sideways_m + sway[:, 0], sway[:, 1]  # in the speaker's frame, turned by `facing`
+    trans = np.stack(
+        [
+            place[0] + np.cos(facing) * along + np.sin(facing) * forward,
+            np.full(len(times), height_m),
+            place[1] - np.sin(facing) * along + np.cos(facing) * forward,
+        ],
+        axis=1,
+    )
+    return poses, trans
+
+
 def _synthesize_motion(
     plan: SpeechPlan,
     style: SpeakerStyle,
@@ -503,59 +619,16 @@ def _synthesize_motion(
 ) -> dict[str, np.ndarray]:
     """Motion answering `plan`: poses (T, 165) float32, trans (T, 3) float64, expressions (T, 100) float64."""
     times = np.arange(num_frames) / fps
-    offsets = np.zeros((num_frames, NUM_JOINTS, 3))
-
-    # Beat gestures of both arms and hands, one loop per interval between stressed onsets.
-    cycles = _beat_cycles(plan.onsets_s[plan.stressed], times)
-    amplitudes = _arm_amplitudes(rng, cycles, style)
-    for side, arm, hand_first in (("left", LEFT_ARM, LEFT_HAND_FIRST), ("right", RIGHT_ARM, RIGHT_HAND_FIRST)):
-        amplitude = amplitudes[side][cycles.cycle]
-        gesture = _arm_gesture(amplitude, cycles.phase) + _smooth_noise(rng, times, (4, 3), 0.01)
-        hand = _hand_pose(rng, cycles, np.clip(amplitude / style.gesture_amplitude, 0.0, 1.0))
-        if side == "right":
-            gesture, hand = mirror_to_right(gesture), mirror_to_right(hand)
-        offsets[:, list(arm)] += gesture
-        offsets[:, hand_first : hand_first + 15] += hand
-    lift_difference = (amplitudes["left"][cycles.cycle] - amplitudes["right"][cycles.cycle]) / style.gesture_amplitude
-    offsets[:, 9, 1] += SPINE_TWIST_RAD * lift_difference * 0.5 * (1.0 - np.cos(cycles.phase))
-
-    # Head: nods on phrase starts and stresses, a slow look-around; torso sway.
-    nod = _nods(plan, times, style)
-    offsets[:, 12, 0] += 0.4 * nod
-    offsets[:, 15, 0] += 0.6 * nod
-    offsets[:, [12, 15]] += _smooth_noise(rng, times, (2, 3), 2.5 * style.sway_amplitude)
-    offsets[:, [3, 6, 9]] += _smooth_noise(rng, times, (3, 3), style.sway_amplitude)
-
-    # Lower body: weight shifts, feet planted.
-    shift = _weight_shift(rng, times, style)
-    lower_offsets, sideways_m = _lower_body_offsets(shift)
-    offsets += lower_offsets
-
-    # Face: jaw and expressions follow the syllables' loudness and vowel shape.
-    vowel_features = np.stack([_vowel_features(vowel) for vowel in plan.vowels]) if plan.words else np.zeros((0, 3))
-    mouth = _frame_average(plan, plan.levels[:, None] * vowel_features, num_frames, fps)  # (T, 3)
-    loudness = _frame_average(plan, plan.levels[:, None], num_frames, fps)[:, 0]  # (T,)
-    offsets[:, JAW_JOINT, 0] += JAW_OPEN_RAD * (0.4 * loudness + 0.6 * mouth[:, 0])
-    offsets[:, list(EYE_JOINTS)] += _smooth_noise(rng, times, (1, 3), 0.01, max_hz=1.0)
-    expressions = identity.neutral_expression + _smooth_noise(rng, times, (NUM_EXPRESSIONS,), 0.08)
-    expressions[:, :SPEECH_DRIVEN_EXPRESSIONS] += loudness[:, None] * 0.3 + mouth @ identity.vowel_to_expression
-
-    # Whole body: per-sequence facing and place, yaw drift.
-    poses = _compose(_rest_pose() + identity.posture, offsets)
-    facing = rng.uniform(-0.3, 0.3) + _smooth_noise(rng, times, (), 0.04, max_hz=0.15)
-    yaw = Rotation.from_rotvec(np.outer(facing, [0.0, 1.0, 0.0]))
-    poses[:, 0] = (yaw * Rotation.from_rotvec(poses[:, 0])).as_rotvec()
-    place = rng.normal(0.0, 0.05, 2)
-    sway = _smooth_noise(rng, times, (2,), 0.004, max_hz=0.2)
-    along, forward = sideways_m + sway[:, 0], sway[:, 1]
-    trans = np.stack(
-        [
-            place[0] + np.cos(facing) * along + np.sin(facing) * forward,
-            np.full(num_frames, STANDING_TRANS_Y + identity.height_offset),
-            place[1] - np.sin(facing) * along + np.cos(facing) * forward,
-        ],
-        axis=1,
+    lower_offsets, sideways_m = _lower_body_offsets(_weight_shift(rng, times, style))
+    face_offsets, expressions = _face(rng, plan, identity, num_frames, fps)
+    offsets = (
+        _gesture_offsets(rng, plan, style, times)
+        + _head_and_torso_offsets(rng, plan, style, times)
+        + lower_offsets
+        + face_offsets
     )
+    poses = _compose(_rest_pose() + identity.posture, offsets)
+    poses, trans = _place_in_world(rng, poses, sideways_m, STANDING_TRANS_Y + identity.height_offset, times)
     return {
         "poses": rearrange(poses, "t joint xyz -> t (joint xyz)").astype(np.float32),
         "trans": trans,
@@ -636,6 +709,10 @@ def write_float_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
     path.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks)
 
 
+EXTRA_AUDIO_SECONDS = (0.5, 1.0)  # the audio outlasts the motion by this much, as in BEAT2 (§4.1)
+FINAL_SILENCE_S = 0.2  # speech ends this long before the motion does
+
+
 def _sequence_rng(seed: int, speaker: int, take: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, speaker, take]))
 
@@ -694,8 +771,8 @@ def write_synthetic_corpus(
         for take, split in enumerate(splits, start=1):
             seq_id = f"{speaker}_{SPEAKER_NAMES[speaker - 1]}_0_{take}_{take}"
             rng = _sequence_rng(seed, speaker, take)
-            audio_seconds = num_frames / fps + rng.uniform(0.5, 1.0)
-            plan = _plan_speech(rng, style, speech_end_s=num_frames / fps - 0.2)
+            audio_seconds = num_frames / fps + rng.uniform(*EXTRA_AUDIO_SECONDS)
+            plan = _plan_speech(rng, style, speech_end_s=num_frames / fps - FINAL_SILENCE_S)
             wave = _synthesize_speech(plan, style, int(round(audio_seconds * sample_rate)), sample_rate, rng)
             motion = _synthesize_motion(plan, style, identity, num_frames, fps, rng)
             _write_npz(folders[MOTION_DIR_NAME] / f"{seq_id}.npz", motion, identity.betas, fps)
@@ -704,7 +781,7 @@ def write_synthetic_corpus(
                 textgrid_text(plan, len(wave) / sample_rate), encoding="utf-8"
             )
             split_rows.append(f"{seq_id},{split}")
-            logger.debug("wrote %s (%s, %d syllables, %d stressed)", seq_id, split, len(plan.words), plan.stressed.sum())
+            logger.debug("wrote %s (%s, %d syllables)", seq_id, split, len(plan.words))
     (root / SPLIT_CSV_NAME).write_text("\n".join(split_rows) + "\n", encoding="utf-8")
     logger.info(
         "synthetic BEAT2 corpus: %d speakers x %d sequences x %.1f s -> %s",

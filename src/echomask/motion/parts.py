@@ -205,3 +205,32 @@ def whole_body_to_smplx(whole_body: torch.Tensor, method: str = "reference") -> 
         "trans": whole_body[..., rot_dim : rot_dim + TRANS_DIM],
         "contact": whole_body[..., rot_dim + TRANS_DIM :],
     }
+
+
+def parts_to_whole_body(parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The four part streams -> (..., T, 337) whole-body vector (the column inverse of `whole_body_to_parts`).
+
+    The 6D rotations are copied as they are (no Gram–Schmidt); eyes, which no part owns, get the
+    identity rotation; translation and contact come from the lower stream. The expressions are
+    the face stream's columns after the jaw, ``parts["face"][..., 6:]``.
+    """
+    missing = [name for name in PART_NAMES if name not in parts]
+    if missing:
+        raise ValueError(f"parts_to_whole_body needs all of {PART_NAMES}; missing: {missing}")
+    _check_frames({name: parts[name] for name in PART_NAMES}, PART_DIMS)
+    lower = parts["lower"]
+    lower_rot_dim = ROT6D_DIM * len(LOWER_JOINTS)
+    owned_rot6d = {
+        "face": parts["face"][..., :ROT6D_DIM],
+        "upper": parts["upper"],
+        "hands": parts["hands"],
+        "lower": lower[..., :lower_rot_dim],
+    }
+    owned_joints = [joint for name in PART_NAMES for joint in PART_JOINTS[name]]
+    owned_values = torch.cat(
+        [rearrange(owned_rot6d[name], "... (joint six) -> ... joint six", six=ROT6D_DIM) for name in PART_NAMES],
+        dim=-2,
+    )
+    identity = lower.new_tensor(_IDENTITY_ROT6D).expand(*owned_values.shape[:-2], NUM_JOINTS, ROT6D_DIM)
+    rot6d = identity.index_copy(identity.dim() - 2, torch.tensor(owned_joints, device=lower.device), owned_values)
+    return torch.cat([rearrange(rot6d, "... joint six -> ... (joint six)"), lower[..., lower_rot_dim:]], dim=-1)
