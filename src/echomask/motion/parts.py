@@ -150,32 +150,9 @@ def parts_to_smplx(parts: dict[str, torch.Tensor], method: str = "reference") ->
         {"poses": (..., T, 165) axis-angle, "trans": (..., T, 3), "expressions": (..., T, 100),
          "contact": (..., T, 4)}
     """
-    missing = [name for name in PART_NAMES if name not in parts]
-    if missing:
-        raise ValueError(f"parts_to_smplx needs all of {PART_NAMES}; missing: {missing}")
-    _check_frames({name: parts[name] for name in PART_NAMES}, PART_DIMS)
-    face, lower = parts["face"], parts["lower"]
-    lower_rot_dim = ROT6D_DIM * len(LOWER_JOINTS)
-    owned_rot6d = {
-        "face": face[..., :ROT6D_DIM],
-        "upper": parts["upper"],
-        "hands": parts["hands"],
-        "lower": lower[..., :lower_rot_dim],
-    }
-    owned_joints = [joint for name in PART_NAMES for joint in PART_JOINTS[name]]
-    owned_values = torch.cat(
-        [rearrange(owned_rot6d[name], "... (joint six) -> ... joint six", six=ROT6D_DIM) for name in PART_NAMES],
-        dim=-2,
-    )
-    identity = face.new_tensor(_IDENTITY_ROT6D).expand(*owned_values.shape[:-2], NUM_JOINTS, ROT6D_DIM)
-    rot6d = identity.index_copy(
-        identity.dim() - 2, torch.tensor(owned_joints, device=face.device), owned_values
-    )
     return {
-        "poses": rearrange(rot6d_to_axis_angle(rot6d, method=method), "... joint xyz -> ... (joint xyz)"),
-        "trans": lower[..., lower_rot_dim : lower_rot_dim + TRANS_DIM],
-        "expressions": face[..., ROT6D_DIM:],
-        "contact": lower[..., lower_rot_dim + TRANS_DIM :],
+        **whole_body_to_smplx(parts_to_whole_body(parts), method=method),
+        "expressions": parts["face"][..., ROT6D_DIM:],
     }
 
 
@@ -216,7 +193,7 @@ def parts_to_whole_body(parts: dict[str, torch.Tensor]) -> torch.Tensor:
     """
     missing = [name for name in PART_NAMES if name not in parts]
     if missing:
-        raise ValueError(f"parts_to_whole_body needs all of {PART_NAMES}; missing: {missing}")
+        raise ValueError(f"the part streams must include all of {PART_NAMES}; missing: {missing}")
     _check_frames({name: parts[name] for name in PART_NAMES}, PART_DIMS)
     lower = parts["lower"]
     lower_rot_dim = ROT6D_DIM * len(LOWER_JOINTS)
