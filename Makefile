@@ -15,6 +15,7 @@ endif
 PART ?= all
 STAGE1_PARTS := face upper hands lower translation
 AUDIO ?=
+PRED ?=
 SYNTHETIC := data/synthetic/beat_english_v2.0.0/train_test_split.csv
 CORPUS := $(if $(filter synthetic,$(DATA)),$(SYNTHETIC),)
 size_config = $(if $(filter demo,$(SIZE)),--config experiments/demo/$(1).yaml,)
@@ -40,6 +41,21 @@ data-synthetic: install
 
 $(SYNTHETIC): | install
 	$(ECHOMASK) synth-data --out data/synthetic
+
+# The FGD feature extractor (SPEC §8.2), for corpora without BEAT2's AESKConv_240_100.bin.
+# Checkpoint: logs/evaluator/checkpoints/last.ckpt (read by `echomask evaluate` and the generator's test).
+train-evaluator: install $(CORPUS)
+	$(ECHOMASK) fit --config $(if $(filter demo,$(SIZE)),experiments/demo/evaluator.yaml,experiments/evaluator.yaml) \
+	  --data.root $(DATA_ROOT)
+
+# Test-split metrics: of our generator (default), or of any model's npz folder with PRED=dir.
+evaluate: install
+ifeq ($(PRED),)
+	$(ECHOMASK) test --config experiments/generator.yaml $(call size_config,generator) \
+	  --ckpt_path logs/generator/checkpoints/last.ckpt --data.root $(DATA_ROOT)
+else
+	$(ECHOMASK) evaluate --pred $(PRED) --data-root $(DATA_ROOT)
+endif
 
 # Stage 1: the four body-part RVQ-VAEs and the translation model, in sequence (PART=upper for one).
 # Checkpoints: logs/vqvae/<part>/checkpoints/last.ckpt (stage 2 reads these by default).

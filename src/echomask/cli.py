@@ -67,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--sequences-per-speaker", type=int, default=8)
     synth.add_argument("--seconds", type=float, default=20.0, help="motion length of each sequence")
     synth.set_defaults(run=synth_data)
+
+    from echomask.evaluation import add_evaluate_arguments, evaluate_command
+    from echomask.generate import add_generate_arguments, generate_command
+
+    evaluate = commands.add_parser("evaluate", help="test-split metrics of generated motion (or of the ground truth)")
+    add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(run=evaluate_command)
+
+    generate = commands.add_parser("generate", help="SMPL-X motion (npz) and a video for any audio file")
+    add_generate_arguments(generate)
+    generate.set_defaults(run=generate_command)
     return parser
 
 

@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,30 @@ def crop_lengths(motion_frames: int, audio_samples: int, fps: int, sample_rate: 
             f"and {audio_samples} samples"
         )
     return seconds * fps, seconds * sample_rate
+
+
+def mean_joint_speed(joint_sequences: Iterable[np.ndarray], fps: int) -> np.ndarray:
+    """Mean speed in m/s of each joint over every frame of the given sequences: the BC normaliser (§8.1).
+
+    BEAT2 ships this statistic as `weights/mean_vel_smplxflame_30.npy`; this computes it for any corpus.
+    Velocities are the metric's central differences (forward/backward at the first/last frame).
+
+    Args:
+        joint_sequences: `(T, J, 3)` joint positions in metres per sequence, `T >= 2`.
+        fps: motion frame rate.
+
+    Returns:
+        `(J,)` float32.
+    """
+    total, frames = None, 0
+    for joints in joint_sequences:
+        velocity = np.gradient(np.asarray(joints, dtype=np.float64), 1.0 / fps, axis=0)
+        speed_sum = np.linalg.norm(velocity, axis=-1).sum(axis=0)
+        total = speed_sum if total is None else total + speed_sum
+        frames += len(joints)
+    if frames == 0:
+        raise ValueError("mean_joint_speed: no joint sequences were given")
+    return (total / frames).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -270,13 +295,7 @@ class CorpusCache:
         BEAT2 ships `weights/mean_vel_smplxflame_30.npy` for the real corpus; this is the same
         statistic for any other corpus. Speeds use the metric's central differences.
         """
-        total = np.zeros(55, dtype=np.float64)
-        frames = 0
-        for sequence in self.sequences(splits):
-            joints = np.asarray(sequence.array("joints"), dtype=np.float64)
-            velocity = np.gradient(joints, 1.0 / self.fps, axis=0)
-            total += np.linalg.norm(velocity, axis=-1).sum(axis=0)
-            frames += len(joints)
-        if frames == 0:
+        sequences = self.sequences(splits)
+        if not sequences:
             raise ValueError(f"no sequences in splits {list(splits)} to compute joint mean speeds from")
-        return (total / frames).astype(np.float32)
+        return mean_joint_speed((sequence.array("joints") for sequence in sequences), fps=self.fps)

@@ -1,0 +1,171 @@
+"""`echomask generate`: SMPL-X motion (npz) and a skeleton video for any speech recording (SPEC §6.6).
+
+Everything needed travels in the generator checkpoint: the stage-1 decoders, the translation
+model, the HuBERT settings and the projection matrix. No training data or cache is read.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from echomask.audio.features import MOTION_FPS
+from echomask.audio.io import AudioError, load_audio
+
+DEFAULT_CHECKPOINT = "logs/generator/checkpoints/last.ckpt"
+DEFAULT_SPEAKER = 2  # BEAT2's benchmark speaker (scott); any id the checkpoint was trained with works
+MIN_SECONDS = 1.0  # shorter audio gives too few frames for one seeded window
+SILENCE_RMS = 1e-4  # RMS below which a recording counts as silent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationResult:
+    npz: Path
+    video: Path | None
+    num_frames: int
+    audio_seconds: float
+    speech_feature_seconds: float
+    generation_seconds: float
+    render_seconds: float
+
+    @property
+    def real_time_factor(self) -> float:
+        """Seconds of motion per second of wall time, HuBERT included (rendering excluded)."""
+        return self.audio_seconds / (self.speech_feature_seconds + self.generation_seconds)
+
+
+def check_speech(wave: np.ndarray, path: Path, sample_rate: int) -> None:
+    """Refuse audio that cannot give motion: too short or silent (AudioError names the file)."""
+    seconds = len(wave) / sample_rate
+    if seconds < MIN_SECONDS:
+        raise AudioError(path, f"too short ({seconds:.2f} s); generation needs at least {MIN_SECONDS:.0f} s of speech")
+    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
+    if rms < SILENCE_RMS:
+        raise AudioError(path, f"silent (RMS {rms:.1e}); generation needs speech")
+
+
+def generate_from_audio(
+    audio: str | Path,
+    out_dir: str | Path,
+    checkpoint: str | Path = DEFAULT_CHECKPOINT,
+    seed_pose: str | Path | None = None,
+    speaker: int = DEFAULT_SPEAKER,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    video: bool = True,
+    progress: bool = True,
+) -> GenerationResult:
+    """Generate motion for one audio file; writes `<out_dir>/<audio stem>.npz` (and `.mp4`)."""
+    from echomask.audio.hubert import HubertFeatures
+    from echomask.inference import motion_to_smplx, neutral_seed, seed_from_npz, write_smplx_npz
+    from echomask.lit.generator_module import GeneratorModule
+
+    audio, out_dir, checkpoint = Path(audio), Path(out_dir), Path(checkpoint)
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"{checkpoint}: no generator checkpoint (train one with `make train-generator`)")
+    sample_rate = 16000
+    wave = load_audio(audio, sample_rate=sample_rate)
+    check_speech(wave, audio, sample_rate)
+    module = GeneratorModule.load_for_inference(checkpoint)
+    hp = module.hparams
+    if not 1 <= speaker <= hp.num_speakers:
+        raise ValueError(f"speaker must be a BEAT2 speaker id in 1..{hp.num_speakers}, got {speaker}")
+    fps = MOTION_FPS
+    num_frames = int(len(wave) / sample_rate * fps)
+
+    started = time.perf_counter()
+    speech = HubertFeatures(
+        model=hp.hubert,
+        low_layer=hp.hubert_low_layer,
+        high_layer=hp.hubert_high_layer,
+        out_dim=hp.feature_dim,
+        projection_seed=hp.projection_seed,
+        fps=fps,
+        progress=progress,
+    )
+    if not torch.equal(speech.projection.cpu(), module.speech_projection.cpu()):
+        raise ValueError(f"{checkpoint}: the stored speech projection differs from the one rebuilt from its settings")
+    low, high = speech(wave, num_frames)
+    speech_seconds = time.perf_counter() - started
+
+    seed_motion, seed_expressions = seed_from_npz(seed_pose) if seed_pose else neutral_seed()
+    started = time.perf_counter()
+    result = module.synthesizer.generate(
+        torch.from_numpy(low)[None],
+        torch.from_numpy(high)[None],
+        torch.tensor([speaker - 1]),
+        seed_motion,
+        seed_expressions,
+        temperature=temperature,
+        top_k=top_k,
+        progress=progress,
+    )
+    generation_seconds = time.perf_counter() - started
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arrays = motion_to_smplx(result["motion"][0], result["expressions"][0])
+    npz_path = write_smplx_npz(out_dir / f"{audio.stem}.npz", arrays)
+    video_path, render_seconds = None, 0.0
+    if video:
+        started = time.perf_counter()
+        video_path = render_video(arrays, wave, sample_rate, fps, out_dir / f"{audio.stem}.mp4")
+        render_seconds = time.perf_counter() - started
+    return GenerationResult(
+        npz=npz_path,
+        video=video_path,
+        num_frames=num_frames,
+        audio_seconds=len(wave) / sample_rate,
+        speech_feature_seconds=speech_seconds,
+        generation_seconds=generation_seconds,
+        render_seconds=render_seconds,
+    )
+
+
+def render_video(arrays: dict, wave: np.ndarray, sample_rate: int, fps: int, path: Path) -> Path:
+    """Skeleton video of SMPL-X arrays (approximate skeleton) with the audio muxed in."""
+    from echomask.motion.kinematics import build_kinematics
+    from echomask.render import render_skeleton_frames, write_video
+
+    kinematics = build_kinematics()
+    joints = kinematics(torch.from_numpy(arrays["poses"]).float(), torch.from_numpy(arrays["trans"]).float())
+    frames = render_skeleton_frames([joints.numpy()], ["generated (approximate skeleton)"])
+    return write_video(frames, path, fps=fps, audio=wave, sample_rate=sample_rate)
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--audio", required=True, help="any audio file libsndfile reads (wav, flac, ogg, mp3-in-wav)")
+    parser.add_argument("--ckpt", default=DEFAULT_CHECKPOINT, help=f"generator checkpoint (default {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--out", default="outputs/generate", help="output folder (default outputs/generate)")
+    parser.add_argument("--seed-pose", default=None, help="BEAT2/SMPL-X npz whose first frames seed the motion")
+    parser.add_argument("--speaker", type=int, default=DEFAULT_SPEAKER, help="BEAT2 speaker id (default 2)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: argmax per RVQ layer (paper)")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--no-video", action="store_true", help="write the npz only")
+
+
+def generate_command(options: argparse.Namespace) -> int:
+    result = generate_from_audio(
+        options.audio,
+        options.out,
+        checkpoint=options.ckpt,
+        seed_pose=options.seed_pose,
+        speaker=options.speaker,
+        temperature=options.temperature,
+        top_k=options.top_k,
+        video=not options.no_video,
+    )
+    print(f"motion: {result.npz} ({result.num_frames} frames at 30 fps, {result.audio_seconds:.2f} s of audio)")
+    if result.video:
+        print(f"video:  {result.video}")
+    print(
+        f"time: HuBERT {result.speech_feature_seconds:.2f} s, generation {result.generation_seconds:.2f} s, "
+        f"render {result.render_seconds:.2f} s; real-time factor {result.real_time_factor:.1f}x"
+    )
+    return 0
