@@ -3,14 +3,21 @@
 `prepare_data` (local rank 0 only, Lightning's rule) builds or repairs the disk cache;
 `setup` opens it on every rank; Lightning adds the distributed sampler under DDP, so each rank
 reads its own shard. What an item holds is chosen per stage with `items` / `test_items`.
+
+The training order depends only on a seed and the epoch (`EpochShuffleSampler`; under DDP,
+Lightning's `DistributedSampler`, seeded by `seed_everything`), so a run resumed from an end-of-epoch
+checkpoint sees the batches the uninterrupted run would have seen.
 """
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from echomask.audio.hubert import HubertFeatures
 from echomask.data.beat2 import BEAT2Corpus
@@ -19,6 +26,29 @@ from echomask.data.datasets import SequenceDataset, WindowDataset, check_items
 from echomask.motion.kinematics import build_kinematics
 
 log = logging.getLogger(__name__)
+
+GLOBAL_SEED_VARIABLE = "PL_GLOBAL_SEED"
+"""Where `seed_everything` leaves its seed; Lightning's `DistributedSampler` reads its seed from it too."""
+
+
+class EpochShuffleSampler(RandomSampler):
+    """A fresh random order of the dataset every epoch that depends only on (seed, epoch).
+
+    Lightning calls `set_epoch` before every training epoch. Being a `RandomSampler`, it is replaced under
+    DDP by Lightning's `DistributedSampler`, which shuffles the same way (seeded, `set_epoch`).
+    """
+
+    def __init__(self, data_source: Dataset, seed: int):
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
 
 
 class BEAT2DataModule(pl.LightningDataModule):
@@ -43,6 +73,9 @@ class BEAT2DataModule(pl.LightningDataModule):
         smplx_model_dir: SMPL-X model folder; None uses the approximate skeleton.
         on_error: "raise" or "skip" for sequences with bad files.
         verify_cache: check every cached array's checksum before use.
+        seed: seed of the single-process training order (`EpochShuffleSampler`); None: the seed given to
+            `seed_everything` (0 without one). Under DDP, Lightning's `DistributedSampler` takes over and
+            always uses `seed_everything`'s seed.
     """
 
     def __init__(
@@ -69,6 +102,7 @@ class BEAT2DataModule(pl.LightningDataModule):
         verify_cache: bool = True,
         fps: int = 30,
         sample_rate: int = 16000,
+        seed: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -130,11 +164,18 @@ class BEAT2DataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(dataset, self.shuffle_seed) if shuffle else None,
             num_workers=workers,
             persistent_workers=workers > 0,
             drop_last=False,
         )
+
+    @property
+    def shuffle_seed(self) -> int:
+        """The seed of the training order: `seed`, else `seed_everything`'s, else 0."""
+        if self.hparams.seed is not None:
+            return self.hparams.seed
+        return int(os.environ.get(GLOBAL_SEED_VARIABLE, 0))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.hparams.batch_size, shuffle=True)

@@ -2,7 +2,8 @@
 
 Thin by design: the network is `models.conv_vqvae.RVQVAE`, the loss terms are
 `lit.part_losses`, the weights come from the config. Logged: every loss term, per-layer codebook
-usage and perplexity, reconstruction error in degrees and metres (expression MSE for the face),
+usage and perplexity, reconstruction error in degrees (geodesic, the part's joints) and metres (mean
+joint-position error of the part's joints; not for the face, whose error is the expression MSE),
 and at validation a rendered ground-truth-vs-reconstruction skeleton clip.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from echomask.lit.kinematics_holder import KinematicsHolder
 from echomask.lit.media import log_skeleton_clip
 from echomask.lit.part_losses import body_terms, face_terms, whole_body_joints
 from echomask.models.conv_vqvae import RVQVAE
-from echomask.motion.parts import PART_DIMS, PART_NAMES, whole_body_to_parts
+from echomask.motion.parts import PART_DIMS, PART_JOINTS, PART_NAMES, whole_body_to_parts
 
 # SPEC §5.2: commitment weight 1.0 (paper release), foot skate 20; every other term 1.0.
 DEFAULT_LOSS_WEIGHTS = {
@@ -118,7 +119,9 @@ class VQVAEModule(KinematicsHolder, pl.LightningModule):
         self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, **log)
         self.log(f"{stage}/rotation_error_deg", math.degrees(1) * terms["geodesic"].detach(), **log)
         if recon_joints is not None:
-            joint_error = (recon_joints - target_joints).norm(dim=-1).mean()
+            # the part's own joints: averaging over all 55 would dilute the error by the joints it does not move
+            joints = list(PART_JOINTS[self.part])
+            joint_error = (recon_joints[:, :, joints] - target_joints[:, :, joints]).norm(dim=-1).mean()
             self.log(f"{stage}/joint_error_m", joint_error.detach(), **log)
         self._log_codebook(output["stats"], stage, log)
         return loss, output
