@@ -65,5 +65,22 @@ train-vqvae: install $(CORPUS)
 	    --config experiments/vqvae/$$part.yaml --data.root $(DATA_ROOT) || exit 1; \
 	done
 
+# Stage 2: the speech-queried masked generator; reads the stage-1 checkpoints of train-vqvae and the FGD
+# extractor of train-evaluator. Checkpoints: logs/generator/checkpoints/last.ckpt.
+train-generator: install $(CORPUS)
+	$(ECHOMASK) fit --config experiments/generator.yaml $(call size_config,generator) --data.root $(DATA_ROOT)
+
+# Benchmarks (SPEC §10): bench/results/results.json + results.md (about 15 min on 2 CPU cores).
+# BENCH_ARGS="--quick" for a short run, "--only 'train-*'" for a selection, "--accelerator cuda" on a GPU.
+bench: install
+	$(PY) bench/run.py --out bench/results $(BENCH_ARGS)
+
+# The whole pipeline on the synthetic corpus: corpus, evaluator, stage 1, stage 2, test metrics, generate.
+demo: install
+	$(ECHOMASK) demo
+
+generate: install
+	$(ECHOMASK) generate --audio $(AUDIO)
+
 clean:
 	rm -rf logs outputs data/cache data/synthetic

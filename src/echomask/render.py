@@ -58,7 +58,7 @@ def render_skeleton_frames(
         axis.set_ylim(motion[..., 1].min() - 0.1, motion[..., 1].min() + 1.9)
         axis.set_aspect("equal")
         axis.axis("off")
-        axis.set_title(title, fontsize=8)
+        axis.text(0.5, 0.98, title, transform=axis.transAxes, ha="center", va="top", fontsize=8)
         lines.append([axis.plot([], [], color="tab:blue", linewidth=1.5)[0] for _ in bones])
     figure.tight_layout(pad=0.2)
     frames = []

@@ -150,6 +150,8 @@ def _read_numeric_array(archive: np.lib.npyio.NpzFile, path: Path, key: str) -> 
         array = archive[key]
     except _READ_ERRORS as error:
         raise BEAT2FormatError(path, f"array {key!r} is unreadable ({_one_line(error)})") from None
+    if not isinstance(array, np.ndarray):  # np.load returns a member not stored as .npy as raw bytes
+        raise BEAT2FormatError(path, f"member {key!r} is not a .npy array")
     if array.dtype.kind not in "fiu":
         raise BEAT2FormatError(path, f"array {key!r} has dtype {array.dtype}, expected numbers")
     return array

@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -38,10 +39,12 @@ from tqdm.auto import tqdm
 
 from echomask.audio.cache import KEY_FOLDER_DIGITS, FeatureCache, key_json
 from echomask.audio.features import amplitude_envelope, onset_strength
-from echomask.audio.hubert import HubertFeatures
 from echomask.data.beat2 import BEAT2Corpus, Sequence, read_audio_checked, read_motion
 from echomask.motion.kinematics import Kinematics
 from echomask.motion.parts import foot_contact, smplx_to_whole_body
+
+if TYPE_CHECKING:  # importing transformers costs seconds; only the datamodule needs it at run time
+    from echomask.audio.hubert import HubertFeatures
 
 CACHE_FORMAT_VERSION = 1
 ARRAY_NAMES = (

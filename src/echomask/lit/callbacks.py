@@ -76,3 +76,78 @@ class RNGStateCheckpoint(pl.Callback):
         device = trainer.strategy.root_device
         if "cuda" in states and device.type == "cuda":
             torch.cuda.set_rng_state(states["cuda"], device)
+
+
+class NonFiniteBatchError(ValueError):
+    """A batch holds NaN or inf inputs; the message names the tensor and the batch's sequences."""
+
+
+class NonFiniteBatchCheck(pl.Callback):
+    """Stops with a clear error before a batch with NaN/inf inputs reaches the model (issue 7).
+
+    One NaN in a cached window would otherwise turn the weights into NaN at the next optimiser step,
+    and the run would go on training garbage. Every floating-point tensor of each training (and,
+    with `check_validation`, validation) batch is checked; a bad one raises `NonFiniteBatchError`
+    naming the tensor, how many values are bad and the samples holding them. Samples are named by
+    sequence id and first frame when the batch has `id` and `start` entries (add both to the data
+    module's `items`), else by their index in the batch.
+
+    Cost: one device synchronisation per batch.
+    """
+
+    def __init__(self, check_validation: bool = True):
+        self.check_validation = check_validation
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.check(batch, f"training batch {batch_idx}")
+
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if self.check_validation:
+            self.check(batch, f"validation batch {batch_idx}")
+
+    @staticmethod
+    def float_tensors(batch: Any) -> dict[str, torch.Tensor]:
+        """The floating-point tensors of a dict, list or tuple batch, by name (`motion`, `batch[0]`)."""
+        if isinstance(batch, dict):
+            named = batch.items()
+        elif isinstance(batch, (list, tuple)):
+            named = ((f"batch[{index}]", value) for index, value in enumerate(batch))
+        else:
+            named = [("batch", batch)]
+        return {name: value for name, value in named if torch.is_tensor(value) and value.is_floating_point()}
+
+    @staticmethod
+    def sample_names(batch: Any, rows: list[int]) -> str:
+        """`2_scott_0_1_1 (frame 40), ...` when the batch has `id` (and `start`), else the row numbers."""
+        if not (isinstance(batch, dict) and "id" in batch):
+            listed = ", ".join(str(row) for row in rows)
+            return f"{listed} of the batch (add 'id' and 'start' to the data module's items to name their sequences)"
+        starts = batch.get("start")
+        return ", ".join(
+            batch["id"][row] + ("" if starts is None else f" (frame {int(starts[row])})") for row in rows
+        )
+
+    def check(self, batch: Any, where: str) -> None:
+        """Raise `NonFiniteBatchError` if a floating-point tensor of `batch` holds NaN or inf."""
+        tensors = self.float_tensors(batch)
+        if not tensors:
+            return
+        finite = torch.stack([torch.isfinite(tensor).all() for tensor in tensors.values()])
+        if bool(finite.all()):
+            return
+        name, tensor = next((name, tensor) for (name, tensor), ok in zip(tensors.items(), finite.tolist()) if not ok)
+        bad = ~torch.isfinite(tensor)
+        count = int(bad.sum())
+        if tensor.ndim == 0:
+            samples = "the batch"
+        else:
+            rows = torch.nonzero(bad.reshape(len(bad), -1).any(dim=1)).flatten().tolist()  # (B, ...) -> bad rows
+            samples = self.sample_names(batch, rows)
+        raise NonFiniteBatchError(
+            f"{where}: '{name}' holds {count} NaN/inf value(s), in sample(s) {samples}; "
+            "check those sequences' files and rebuild the feature cache"
+        )

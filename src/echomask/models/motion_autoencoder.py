@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import nn
 
+from echomask.checkpoints import load_checkpoint
 from echomask.models.skeleton_graph import (
     SkeletonLevel,
     edge_neighbourhoods,
@@ -353,7 +354,7 @@ class MotionAutoencoder(nn.Module):
           i.e. the LightningModule holds this autoencoder as ``self.model`` (:data:`LIGHTNING_PREFIX`);
           its other entries are ignored.
         """
-        checkpoint = _read_checkpoint(path)
+        checkpoint = load_checkpoint(path)
         if "model_state" in checkpoint:
             return load_aeskconv_checkpoint(path)
         if "state_dict" in checkpoint:
@@ -377,22 +378,12 @@ def load_aeskconv_checkpoint(path: str | Path) -> MotionAutoencoder:
     its shape, nothing else may be, and the stored masks and pooling matrices must equal those
     rebuilt from the SMPL-X skeleton. Any violation raises ``ValueError`` naming the file.
     """
-    checkpoint = _read_checkpoint(path)
+    checkpoint = load_checkpoint(path)
     if "model_state" not in checkpoint:
         raise ValueError(
             f"{path}: not an AESKConv checkpoint, no 'model_state' key (top-level keys: {sorted(checkpoint)})"
         )
     return _model_from_state(checkpoint["model_state"], prefix=AESKCONV_PREFIX, path=path, require_all_prefixed=True)
-
-
-def _read_checkpoint(path: str | Path) -> dict:
-    """``torch.load`` with ``weights_only=True`` on CPU; the top level must be a dict."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path}: expected a dict at the top level, got {type(checkpoint).__name__}")
-    return checkpoint
 
 
 def _listing(names: Sequence[str], limit: int = 8) -> str:
