@@ -63,16 +63,18 @@ def generate_from_audio(
     progress: bool = True,
 ) -> GenerationResult:
     """Generate motion for one audio file; writes `<out_dir>/<audio stem>.npz` (and `.mp4`)."""
-    from echomask.audio.hubert import HubertFeatures
-    from echomask.inference import motion_to_smplx, neutral_seed, seed_from_npz, write_smplx_npz
-    from echomask.lit.generator_module import GeneratorModule
-
     audio, out_dir, checkpoint = Path(audio), Path(out_dir), Path(checkpoint)
     if not checkpoint.exists():
         raise FileNotFoundError(f"{checkpoint}: no generator checkpoint (train one with `make train-generator`)")
     sample_rate = 16000
     wave = load_audio(audio, sample_rate=sample_rate)
     check_speech(wave, audio, sample_rate)
+
+    # imported here: transformers and the models take seconds to import, bad input is refused before
+    from echomask.audio.hubert import HubertFeatures
+    from echomask.inference import motion_to_smplx, neutral_seed, seed_from_npz, write_smplx_npz
+    from echomask.lit.generator_module import GeneratorModule
+
     module = GeneratorModule.load_for_inference(checkpoint)
     hp = module.hparams
     if not 1 <= speaker <= hp.num_speakers:
