@@ -114,6 +114,13 @@ def generate_from_audio(
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays = motion_to_smplx(result["motion"][0], result["expressions"][0])
     npz_path = write_smplx_npz(out_dir / f"{audio.stem}.npz", arrays)
+    # SQA frame scores over the waveform, for notebooks/inspect_results.ipynb (layout: echomask.results)
+    np.savez(
+        out_dir / f"{audio.stem}_sqa.npz",
+        scores=result["scores"][0].numpy().astype(np.float32),
+        audio=wave.astype(np.float32),
+        sample_rate=np.int64(sample_rate),
+    )
     video_path, render_seconds = None, 0.0
     if video:
         started = time.perf_counter()
