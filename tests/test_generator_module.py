@@ -19,6 +19,7 @@ import yaml
 from echomask.cli import main as echomask_main
 from echomask.data.beat2 import read_motion
 from echomask.data.datamodule import BEAT2DataModule
+from echomask.evaluation import evaluate_predictions
 from echomask.lit.generator_module import STAGE1_MODELS, GeneratorModule
 from echomask.lit.translation_module import TranslationModule
 from echomask.lit.vqvae_module import VQVAEModule
@@ -136,6 +137,7 @@ def test_fast_dev_run_through_the_cli_with_the_demo_config(workspace, tmp_path):
             "--model.init_args.fgd_checkpoint", str(workspace["evaluator"]),
             "--model.init_args.output_dir", str(tmp_path / "test_output"),
             "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
+            "--trainer.default_root_dir", str(tmp_path),  # fast_dev_run's checkpoint goes here, not into the repo
             "--trainer.accelerator", "cpu",
             "--trainer.enable_progress_bar", "false",
             "--data.batch_size", "4",
@@ -300,6 +302,11 @@ def test_test_loop_writes_one_readable_npz_per_sequence_and_prints_the_table(wor
     assert report["num_sequences"] == len(sequences)
     assert {"fgd", "bc", "l1div", "face_mse"} <= report["metrics"].keys()
     assert all(np.isfinite(value) for value in report["metrics"].values())
+    # `echomask evaluate --pred <output_dir>` re-scores the written files to the same numbers
+    rescored = evaluate_predictions(output, workspace["corpus"], fgd_checkpoint=workspace["evaluator"], progress=False)
+    assert rescored["metrics"].keys() == report["metrics"].keys()
+    for name, value in report["metrics"].items():
+        assert value == pytest.approx(rescored["metrics"][name], rel=1e-4), name
 
 
 # ----------------------------------------------------------------------------------------- DDP (SPEC §7)

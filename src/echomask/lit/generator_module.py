@@ -46,8 +46,10 @@ and mask over the waveform, and a rendered GT-vs-generated skeleton clip.
 
 Test (SPEC §6.6, §8.1): whole sequences (batch size 1) through ``synthesizer.generate`` seeded with the ground
 truth's first 4 frames; FGD, BC, L1div and the face metrics with the chosen protocol; every sequence is written as
-``<output_dir>/<id>.npz`` (``echomask evaluate --pred <output_dir>`` re-scores them) and the table is printed and
-saved as ``<output_dir>/metrics.json``.
+``<output_dir>/<id>.npz`` and the table is printed and saved as ``<output_dir>/metrics.json``. The metrics are
+computed as ``echomask evaluate --pred <output_dir>`` computes them (same inputs: the written SMPL-X arrays, the
+sequence's whole audio file for BC, the same FGD extractor), so both give the same numbers up to the float
+rounding of the ground truth's round trip through the 6D cache.
 """
 from __future__ import annotations
 
@@ -671,7 +673,8 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
     def compute_losses(self, batch: Mapping[str, Tensor], progress: float) -> StepResult:
         """Passes A, B and C on a batch of windows (module docstring); `progress` in [0, 1] drives the mask schedule."""
         motion, speaker, low, high = batch["motion"], batch["speaker"], batch["audio_low"], batch["audio_high"]
-        targets = self.synthesizer.encode_targets(motion, batch["expressions"])
+        with torch.autocast(motion.device.type, enabled=False):  # exact stage-1 codes, also under mixed precision
+            targets = self.synthesizer.encode_targets(motion.float(), batch["expressions"].float())
         indices = {part: target[0] for part, target in targets.items()}
         codes = {part: target[1] for part, target in targets.items()}
         speech = self.generator.mam.speech_features(low, high)
