@@ -1,0 +1,214 @@
+"""From case results to the figures SPEC §10 asks for: utilisation, loader vs step, end-to-end real-time
+factor, and the printed table (also written as Markdown)."""
+from __future__ import annotations
+
+# Which loader benchmark reads the items a training stage reads (stage 1 parts and the translation
+# model share the vqvae configs' items).
+LOADER_OF_STAGE = {"evaluator": "evaluator", "generator": "generator"}
+STAGE1_LOADER = "vqvae-upper"
+END_TO_END = (("tiny-random", "tiny"), ("large-random", "paper"))  # (HuBERT, generator size) pairs
+
+
+def _ok(results: dict, name: str) -> dict | None:
+    entry = results.get(name)
+    return entry["result"] if entry and entry["status"] == "ok" else None
+
+
+def add_utilisation(results: dict, matmul_gflops: float | None) -> None:
+    """Model FLOP utilisation (achieved FLOP/s over the measured matmul FLOP/s) of every training and
+    inference result that counted its FLOPs, in place (`mfu`, a fraction)."""
+    if not matmul_gflops:
+        return
+    for entry in results.values():
+        if entry["status"] != "ok":
+            continue
+        result = entry["result"]
+        flops = result.get("flops_per_step", result.get("flops"))
+        seconds = result.get("step_seconds", result.get("seconds"))
+        if flops and seconds and "median" in seconds:
+            result["achieved_gflops_per_second"] = flops / seconds["median"] / 1e9
+            result["mfu"] = result["achieved_gflops_per_second"] / matmul_gflops
+
+
+def loader_versus_step(results: dict) -> list[dict]:
+    """Per training result: the configured loader's windows/s (0 and 2 workers) over the step's windows/s.
+
+    Below 1 the loader cannot keep up (with 0 workers loading also adds to every step:
+    `loading_share_w0` is the part of the time spent loading)."""
+    rows = []
+    for name, entry in results.items():
+        if entry["status"] != "ok" or not name.startswith("train-"):
+            continue
+        result = entry["result"]
+        loader_stage = LOADER_OF_STAGE.get(result["stage"], STAGE1_LOADER)
+        train_rate = result["windows_per_second"]["median"]
+        row = {"training": name, "train_windows_per_second": train_rate, "loader": loader_stage}
+        for workers in (0, 2):
+            loader = _ok(results, f"data-loader-{loader_stage}-w{workers}")
+            if loader is not None:
+                loader_rate = loader["windows_per_second"]["median"]
+                row[f"loader_w{workers}_windows_per_second"] = loader_rate
+                row[f"loader_w{workers}_ratio"] = loader_rate / train_rate
+        if "loader_w0_ratio" in row:
+            row["loading_share_w0"] = 1 / (1 + row["loader_w0_ratio"])
+        ratios = [row[key] for key in ("loader_w0_ratio", "loader_w2_ratio") if key in row]
+        if ratios:
+            row["bottleneck"] = "loader" if max(ratios) < 1 else "model"
+        rows.append(row)
+    return rows
+
+
+def end_to_end(results: dict) -> list[dict]:
+    """Real-time factor of HuBERT + generator for the same audio length (audio → motion, no file I/O)."""
+    rows = []
+    for hubert_model, size in END_TO_END:
+        hubert = _ok(results, f"infer-hubert-{hubert_model}")
+        generator = _ok(results, f"infer-generator-{size}")
+        if hubert is None or generator is None or hubert["audio_seconds"] != generator["audio_seconds"]:
+            continue
+        seconds = hubert["seconds"]["median"] + generator["seconds"]["median"]
+        rows.append(
+            {
+                "hubert": hubert_model,
+                "generator": size,
+                "audio_seconds": hubert["audio_seconds"],
+                "seconds": seconds,
+                "hubert_share": hubert["seconds"]["median"] / seconds,
+                "real_time_factor": hubert["audio_seconds"] / seconds,
+            }
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+
+def _spread(seconds: dict) -> str:
+    return f"{seconds['median']:.3g} ({seconds['min']:.3g}–{seconds['max']:.3g})"
+
+
+def _headline(result: dict) -> tuple[str, str]:
+    """(what was measured, the main time statistic) of one result."""
+    if "gflops_per_second" in result:
+        return f"{result['gflops_per_second']['median']:.1f} GFLOP/s", _spread(result["seconds"])
+    if "stage" in result and "step_seconds" in result:
+        rate = result["windows_per_second"]
+        return f"B={result['batch_size']}: {rate['median']:.3g} windows/s", _spread(result["step_seconds"])
+    if "real_time_factor" in result:
+        extra = f", {result['seconds_per_window']:.3g} s/window" if "seconds_per_window" in result else ""
+        return (
+            f"{result['audio_seconds']:g} s audio: {result['real_time_factor']['median']:.3g}x real time{extra}",
+            _spread(result["seconds"]),
+        )
+    if "motion_seconds_per_second" in result:
+        return (
+            f"{result['motion_seconds']:g} s motion: {result['motion_seconds_per_second']:.3g} s scored/s",
+            _spread(result["seconds"]),
+        )
+    if "corpus_seconds_per_second" in result:
+        return (
+            f"{result['corpus_seconds']:g} s corpus: build {result['corpus_seconds_per_second']:.3g} s/s "
+            f"(first build {result['first_build_seconds']:.2g} s), "
+            f"verify {result['verify_corpus_seconds_per_second']:.3g} s/s",
+            _spread(result["build_seconds"]),
+        )
+    rate = result["windows_per_second"]
+    return (
+        f"B={result['batch_size']}: {rate['median']:.4g} windows/s (first batch {result['first_batch_seconds']:.2g} s)",
+        _spread(result["seconds"]),
+    )
+
+
+def _flops(result: dict) -> str:
+    flops = result.get("flops_per_step", result.get("flops"))
+    return f"{flops / 1e9:.4g}" if flops else ""
+
+
+def _memory(entry: dict) -> str:
+    memory = entry.get("memory", {})
+    if not memory:
+        return ""
+    text = f"{memory['peak_rss_mib']:.0f}"
+    if "peak_gpu_allocated_mib" in memory:
+        text += f" (GPU {memory['peak_gpu_allocated_mib']:.0f})"
+    return text
+
+
+def results_table(results: dict) -> str:
+    """One Markdown row per case: result, seconds median (min–max), GFLOP per step/call, MFU, peak RSS."""
+    lines = [
+        "| benchmark | result | seconds: median (min–max) | GFLOP | MFU | peak RSS MiB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in results.items():
+        if entry["status"] != "ok":
+            lines.append(f"| {name} | {entry['status'].upper()}: {entry.get('reason', 'see results.json')} | | | | |")
+            continue
+        result = entry["result"]
+        headline, seconds = _headline(result)
+        mfu = f"{100 * result['mfu']:.1f} %" if "mfu" in result else ""
+        lines.append(f"| {name} | {headline} | {seconds} | {_flops(result)} | {mfu} | {_memory(entry)} |")
+    return "\n".join(lines)
+
+
+def loader_table(rows: list[dict]) -> str:
+    lines = [
+        "| training step | step windows/s | loader | loader/step (0 workers) | loader/step (2 workers) | bottleneck |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ratios = [f"{row[key]:.3g}" if key in row else "" for key in ("loader_w0_ratio", "loader_w2_ratio")]
+        lines.append(
+            f"| {row['training']} | {row['train_windows_per_second']:.3g} | {row['loader']} | "
+            f"{ratios[0]} | {ratios[1]} | {row.get('bottleneck', '')} |"
+        )
+    return "\n".join(lines)
+
+
+def end_to_end_table(rows: list[dict]) -> str:
+    lines = ["| HuBERT | generator | audio s | wall s | HuBERT share | real-time factor |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(
+            f"| {row['hubert']} | {row['generator']} | {row['audio_seconds']:g} | {row['seconds']:.3g} | "
+            f"{100 * row['hubert_share']:.0f} % | {row['real_time_factor']:.3g}x |"
+        )
+    return "\n".join(lines)
+
+
+def busy_warning(machine: dict, load_average_start: list[float], load_average_end: list[float]) -> str | None:
+    """A warning when other work shared the CPU, else None: the 1-minute load average before the run, or at
+    its end minus the benchmark's own threads, reaches half the cores.
+
+    The benchmarks use every core, so on a busy machine their timings say little (threads wait for each other)."""
+    cores = machine["cpu_count"] or 1
+    loads = (load_average_start[0], load_average_end[0])
+    others_at_end = loads[1] - machine.get("torch_threads", cores)
+    if loads[0] < cores / 2 and others_at_end < cores / 2:
+        return None
+    return (
+        f"WARNING: the machine was busy (load average {loads[0]:.1f} at start, {loads[1]:.1f} at end, "
+        f"{cores} cores): these timings are not representative; rerun on an idle machine."
+    )
+
+
+def markdown_report(report: dict) -> str:
+    """The whole report (machine line, the three tables) as Markdown."""
+    machine = report["machine"]
+    header = (
+        f"Machine: {machine['cpu']} ({machine['torch_threads']} torch threads), device {machine['device']}, "
+        f"torch {machine['torch']}; fp32 matmul {report['matmul_gflops']:.1f} GFLOP/s; load average at start "
+        f"{report['load_average_start'][0]:.2f}, at end {report['load_average_end'][0]:.2f}. "
+        f"Mode: {'quick' if report['settings']['quick'] else 'full'}."
+    ) if report.get("matmul_gflops") else "Machine: unknown (the matmul benchmark failed)."
+    sections = [header]
+    warning = busy_warning(machine, report["load_average_start"], report["load_average_end"])
+    if warning:
+        sections += ["", warning]
+    sections += ["", results_table(report["cases"])]
+    if report["loader_vs_step"]:
+        title = "Loader vs training step (ratio < 1: the loader cannot keep up):"
+        sections += ["", title, "", loader_table(report["loader_vs_step"])]
+    if report["end_to_end"]:
+        title = "Audio → motion (HuBERT + sliding-window generator):"
+        sections += ["", title, "", end_to_end_table(report["end_to_end"])]
+    return "\n".join(sections) + "\n"
