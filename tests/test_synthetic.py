@@ -1,4 +1,5 @@
-"""The synthetic BEAT2 corpus: format, determinism, and the speech -> motion relations of SPEC §4.6."""
+"""The synthetic BEAT2 corpus: format, determinism, the speech -> motion relations of SPEC §4.6, and beat
+consistency (SPEC §8.1) that tells the true audio from another recording's."""
 
 import filecmp
 import re
@@ -13,7 +14,9 @@ from scipy.signal import argrelextrema
 
 from echomask.audio.features import amplitude_envelope
 from echomask.data.beat2 import BEAT2Corpus, read_motion, read_split_csv
+from echomask.data.corpus_cache import mean_joint_speed
 from echomask.data.synthetic import SPEAKER_NAMES, write_synthetic_corpus
+from echomask.metrics import BeatConsistency
 from echomask.motion.kinematics import build_kinematics
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -25,7 +28,15 @@ FPS = 30
 SAMPLE_RATE = 16000
 WRISTS = (20, 21)
 FEET = (7, 8, 10, 11)
-STRESS_LEVEL_FRACTION = 0.6  # stressed syllables peak at 0.75–1, unstressed at 0.34–0.45 of the loudest
+STRESS_LEVEL_FRACTION = 0.6  # stressed syllables peak at 0.75–1, unstressed at 0.3–0.4 of the loudest
+
+# BC ignores the first and last 2 s of motion and the first 2 s of audio, so its corpus needs longer recordings.
+BC_SIZES = dict(num_speakers=2, sequences_per_speaker=3, seconds_per_sequence=12.0)
+BC_SHIFTS = (1, 3)  # mismatched audio: the next recording's, and the same take of the other speaker
+# Measured with seeds 0-9: BC(true) - BC(mismatched) is 0.118-0.169 (paper) and 0.181-0.292 (clean), BC(true)
+# at least 0.72 (paper) and 0.83 (clean); the corpus before beat-aligned motion and audio scored a gain of ~0.
+BC_MIN_GAIN = {"paper": 0.10, "clean": 0.15}
+BC_MIN_TRUE = {"paper": 0.65, "clean": 0.75}
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +75,34 @@ def _load(root: Path, seq_id: str) -> tuple[dict, np.ndarray]:
     return motion, wave
 
 
-@pytest.fixture(scope="module")
-def joints(corpus) -> dict[str, np.ndarray]:
+def _joint_positions(root: Path) -> dict[str, np.ndarray]:
     """(T, 55, 3) joint positions of every sequence, from the project's forward kinematics."""
     kinematics = build_kinematics()
     positions = {}
-    for seq_id in _ids(corpus):
-        motion, _ = _load(corpus, seq_id)
+    for seq_id in _ids(root):
+        motion, _ = _load(root, seq_id)
         poses = torch.from_numpy(motion["poses"])
         trans = torch.from_numpy(motion["trans"]).float()
         positions[seq_id] = kinematics(poses, trans).numpy().astype(np.float64)
     return positions
+
+
+@pytest.fixture(scope="module")
+def joints(corpus) -> dict[str, np.ndarray]:
+    return _joint_positions(corpus)
+
+
+def beat_consistency_true_and_mismatched(root: Path, protocol: str) -> tuple[float, float]:
+    """BC of every recording with its own audio, and with the audio of the recordings BC_SHIFTS further on."""
+    joints = list(_joint_positions(root).values())
+    waves = [_load(root, seq_id)[1] for seq_id in _ids(root)]
+    joint_mean_speed = mean_joint_speed(joints, fps=FPS)
+    true = BeatConsistency(joint_mean_speed, protocol=protocol)
+    mismatched = BeatConsistency(joint_mean_speed, protocol=protocol)
+    true.update(joints, waves)
+    for shift in BC_SHIFTS:
+        mismatched.update(joints, waves[shift:] + waves[:shift])
+    return float(true.compute()), float(mismatched.compute())
 
 
 # --------------------------------------------------------------------------- format
@@ -147,6 +175,17 @@ def test_textgrid_words_tile_the_audio(corpus):
         assert 2.5 < len(words) / (SMALL["seconds_per_sequence"] - 1.0) < 5.5  # ~4 Hz with pauses
 
 
+def test_recordings_too_short_for_a_syllable_are_still_written(tmp_path):
+    root = write_synthetic_corpus(
+        tmp_path, num_speakers=4, sequences_per_speaker=2, val_per_speaker=0, test_per_speaker=0,
+        seconds_per_sequence=1.0, seed=0,
+    )  # fmt: skip
+    word_counts = [sum(1 for *_, text in _textgrid_intervals(path) if text) for path in root.glob("textgrid/*")]
+    assert len(word_counts) == 8 and min(word_counts) == 0  # speaker 4's second take has no syllable
+    for sequence in BEAT2Corpus(root.parent, on_error="raise"):
+        assert np.all(np.isfinite(read_motion(sequence.motion_path)["poses"]))
+
+
 def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError, match="val_per_speaker"):
         write_synthetic_corpus(tmp_path, sequences_per_speaker=2, val_per_speaker=2, test_per_speaker=1)
@@ -187,6 +226,20 @@ def test_wrist_speed_minima_fall_on_stressed_onsets(corpus, joints):
     assert len(hits) >= 20
     assert np.mean(hits) >= 2 * np.mean(chance), (np.mean(hits), np.mean(chance))
     assert np.mean(hits) > 0.5
+
+
+@pytest.fixture(scope="module")
+def bc_corpus(tmp_path_factory) -> Path:
+    return write_synthetic_corpus(tmp_path_factory.mktemp("synth_bc"), seed=0, **BC_SIZES)
+
+
+@pytest.mark.parametrize("protocol", ["paper", "clean"])
+def test_beat_consistency_prefers_the_true_audio(bc_corpus, protocol):
+    """The ground truth's beats match its own speech's onsets far better than another recording's (SPEC §8.1),
+    so a generator can be shown to beat a shuffled-audio control on BC."""
+    true, mismatched = beat_consistency_true_and_mismatched(bc_corpus, protocol)
+    assert true > BC_MIN_TRUE[protocol], (true, mismatched)
+    assert true - mismatched > BC_MIN_GAIN[protocol], (true, mismatched)
 
 
 def test_stressed_syllables_are_pitched_up(corpus):
