@@ -39,6 +39,7 @@ def render_skeleton_frames(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
 
     lengths = {len(m) for m in motions}
     if len(lengths) != 1:
@@ -50,8 +51,8 @@ def render_skeleton_frames(
     figure, axes = plt.subplots(
         1, len(motions), figsize=(panel_size * len(motions) / dpi, panel_size / dpi), dpi=dpi, squeeze=False
     )
-    bones = _bones()
-    lines = []
+    bones = np.array(_bones())
+    collections = []
     for axis, motion, title in zip(axes[0], motions, titles):
         centre = motion[:, 0, [0, 1]].mean(axis=0)
         axis.set_xlim(centre[0] - 1.0, centre[0] + 1.0)
@@ -59,13 +60,13 @@ def render_skeleton_frames(
         axis.set_aspect("equal")
         axis.axis("off")
         axis.text(0.5, 0.98, title, transform=axis.transAxes, ha="center", va="top", fontsize=8)
-        lines.append([axis.plot([], [], color="tab:blue", linewidth=1.5)[0] for _ in bones])
+        # one collection of all bones per panel: a single artist to update and draw per frame
+        collections.append(axis.add_collection(LineCollection([], colors="tab:blue", linewidths=1.5)))
     figure.tight_layout(pad=0.2)
     frames = []
     for t in range(0, next(iter(lengths)), every):
-        for panel_lines, motion in zip(lines, motions):
-            for line, (joint, parent) in zip(panel_lines, bones):
-                line.set_data(motion[t, [joint, parent], 0], motion[t, [joint, parent], 1])
+        for collection, motion in zip(collections, motions):
+            collection.set_segments(motion[t][bones][..., :2])  # (bones, 2 ends, x/y)
         figure.canvas.draw()
         frames.append(np.asarray(figure.canvas.buffer_rgba())[..., :3].copy())
     plt.close(figure)
