@@ -86,6 +86,19 @@ def test_teacher_forced_forward_shapes(tiny):
     assert torch.isfinite(output.alignment_losses["total"])
 
 
+def test_alignment_off_skips_only_the_mam_losses(tiny):
+    tiny.eval()
+    inputs = window()
+    _, codes, _ = ground_truth_codes()
+    mask = seed_mask(2, T)
+    with_alignment = tiny(**inputs, mask=mask, gt_codes=codes)
+    without = tiny(**inputs, mask=mask, gt_codes=codes, alignment=False)
+    assert without.alignment_losses == {} and with_alignment.alignment_losses
+    for part in GENERATOR_PARTS:
+        torch.testing.assert_close(without.logits[part], with_alignment.logits[part], rtol=0, atol=0)
+    tiny.train()
+
+
 def test_masked_frames_are_never_seen(tiny):
     tiny.eval()
     inputs = window()

@@ -71,7 +71,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from echomask.audio.hubert import HubertFeatures
+from echomask.audio.signal_features import SpeechFeatures
 from echomask.data.beat2 import read_audio_checked
 from echomask.data.datamodule import BEAT2DataModule
 from echomask.evaluation import (
@@ -482,7 +482,7 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
             if missing:
                 raise ValueError(f"GeneratorModule needs data.{role} to include {missing} (has {list(items)})")
 
-    def _take_speech_projection(self, speech_features: HubertFeatures) -> None:
+    def _take_speech_projection(self, speech_features: SpeechFeatures) -> None:
         projection = speech_features.projection
         if projection is None:
             raise ValueError("GeneratorModule needs speech features with the fixed orthonormal projection (SPEC §4.4)")
@@ -644,9 +644,17 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
         injection = self.speech_injection(motion, mask, speaker, speech)
         if not self.hparams.batch_passes_bc:
             outputs = {
-                "B": self.generator(motion, mask, speaker, low, high, gt_codes=codes, speech=speech),
+                "B": self.generator(motion, mask, speaker, low, high, gt_codes=codes, speech=speech, alignment=False),
                 "C": self.generator(
-                    motion, mask, speaker, low, high, injection=injection, gt_codes=codes, speech=speech
+                    motion,
+                    mask,
+                    speaker,
+                    low,
+                    high,
+                    injection=injection,
+                    gt_codes=codes,
+                    speech=speech,
+                    alignment=False,
                 ),
             }
             return {name: (output.logits, output.code_vectors) for name, output in outputs.items()}
@@ -659,6 +667,7 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
             injection=torch.cat([torch.zeros_like(injection), injection]),  # + 0 is exactly "no injection"
             gt_codes={part: double(part_codes, dim=1) for part, part_codes in codes.items()},
             speech={part: double(features) for part, features in speech.items()},
+            alignment=False,  # pass A's are the step's
         )
         size = motion.shape[0]
         halves = {"B": slice(0, size), "C": slice(size, 2 * size)}

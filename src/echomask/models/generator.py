@@ -88,7 +88,8 @@ class GeneratorOutput:
     code_vectors: part -> (L, B, N, latent_dim) predicted code vectors (layer 0 = the base latent).
     latents: part -> (B, N, latent_dim) fused base latents (for the pass-A InfoNCE terms, SPEC §6.5).
     speech: part -> c_p (B, T, speech_dim) from MAM.
-    alignment_losses: the MAM terms (see ``MotionAudioAlignment.alignment_losses``); empty without ground truth.
+    alignment_losses: the MAM terms (see ``MotionAudioAlignment.alignment_losses``); empty without ground truth
+        or with ``alignment=False``.
     indices: part -> (B, N, L) chosen code indices; None when teacher-forced.
     """
 
@@ -377,6 +378,7 @@ class EchoMaskGenerator(nn.Module):
         temperature: float = 0.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        alignment: bool = True,
     ) -> GeneratorOutput:
         """One generator pass.
 
@@ -387,6 +389,8 @@ class EchoMaskGenerator(nn.Module):
         cascade and the MAM alignment losses. Without them ``code_lookup`` is required and the
         cascade feeds its own choices (``temperature``/``top_k``/``generator``, see :func:`choose_codes`).
         speech: precomputed MAM features (part -> c_p) to share one MAM speech pass between passes.
+        alignment: compute the MAM alignment losses (with ``gt_codes``); a training step needs them
+        once, so its other passes turn them off.
         """
         self._check_inputs(motion, mask, speaker, low, high, injection)
         num_tokens = motion.shape[1] // self.frames_per_token
@@ -397,7 +401,7 @@ class EchoMaskGenerator(nn.Module):
         if speech is None:
             speech = self.mam.speech_features(low, high)
         alignment_losses = {}
-        if gt_codes is not None:
+        if gt_codes is not None and alignment:
             quantised_latents = {part: codes.sum(0) for part, codes in gt_codes.items()}
             alignment_losses = self.mam.alignment_losses(speech, quantised_latents)
 
