@@ -92,28 +92,34 @@ def build_cli(files: tuple[Path, ...], *options: str) -> lightning.pytorch.cli.L
     return created[-1]
 
 
+def is_demo(files: tuple[Path, ...]) -> bool:
+    return any(path.parent == DEMO_DIR for path in files)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """`built(files)`: the LightningCLI of a composition, built once per module in a scratch working folder.
 
-    The folder holds untrained stage-1 checkpoints of the demo configs at the paths `make train-vqvae`
-    writes (logs/vqvae/<name>/checkpoints/last.ckpt), which stage-2 configs read when their model is built.
+    Two folders, one for the demo compositions and one for the paper ones, hold untrained stage-1 checkpoints
+    of the matching sizes at the paths `make train-vqvae` writes (logs/vqvae/<name>/checkpoints/last.ckpt),
+    which stage-2 configs read when their model is built.
     """
-    folder = tmp_path_factory.mktemp("configs")
+    folders = {demo: tmp_path_factory.mktemp("demo" if demo else "paper") for demo in (True, False)}
     cache: dict[tuple[Path, ...], lightning.pytorch.cli.LightningCLI] = {}
 
     def get(files: tuple[Path, ...]) -> lightning.pytorch.cli.LightningCLI:
         if files not in cache:
             with pytest.MonkeyPatch.context() as patch:
-                patch.chdir(folder)
+                patch.chdir(folders[is_demo(files)])
                 cache[files] = build_cli(files)
         return cache[files]
 
-    for name in STAGE1_PARTS:
-        module = get(stage1_composition(name, demo=True)).model
-        path = folder / "logs" / "vqvae" / name / "checkpoints" / "last.ckpt"
-        path.parent.mkdir(parents=True)
-        torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
+    for demo, folder in folders.items():
+        for name in STAGE1_PARTS:
+            module = get(stage1_composition(name, demo=demo)).model
+            path = folder / "logs" / "vqvae" / name / "checkpoints" / "last.ckpt"
+            path.parent.mkdir(parents=True)
+            torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
     return get
 
 
@@ -153,7 +159,7 @@ def test_stage1_paper_sizes_and_tiny_demo_sizes(built, part):
 
 @pytest.mark.parametrize(
     "files",
-    [files for files in COMPOSITIONS if len(files) > 1 and any(path.parent == DEMO_DIR for path in files)],
+    [files for files in COMPOSITIONS if len(files) > 1 and is_demo(files)],
     ids=composition_id,
 )
 def test_demo_overlays_shrink_the_budget(built, files):

@@ -53,6 +53,12 @@ def demo_stage1_sizes() -> dict:
     return {**settings, "render_frames": 0}
 
 
+def demo_speech_settings() -> dict:
+    """The speech-feature settings of experiments/demo/generator.yaml (extractor and size)."""
+    data = yaml.safe_load((EXPERIMENTS / "demo" / "generator.yaml").read_text())["data"]["init_args"]
+    return {"hubert": data["hubert"], "feature_dim": data["feature_dim"]}
+
+
 def quiet_trainer(root: Path, **overrides) -> pl.Trainer:
     settings = dict(
         accelerator="cpu",
@@ -75,7 +81,11 @@ def workspace(synthetic_corpus, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("generator_module")
     cache = folder / "cache"
     stage1_data = BEAT2DataModule(
-        root=str(synthetic_corpus), cache_dir=str(cache), items=["motion", "expressions"], batch_size=8
+        root=str(synthetic_corpus),
+        cache_dir=str(cache),
+        items=["motion", "expressions"],
+        batch_size=8,
+        **demo_speech_settings(),
     )
     checkpoints = {}
     sizes = demo_stage1_sizes()
@@ -99,6 +109,7 @@ def make_datamodule(workspace: dict, **overrides) -> BEAT2DataModule:
         items=WINDOW_ITEMS,
         test_items=TEST_ITEMS,
         batch_size=4,
+        **demo_speech_settings(),
     )
     return BEAT2DataModule(**{**settings, **overrides})
 
@@ -110,6 +121,7 @@ def make_module(workspace: dict, tmp_path: Path, **overrides) -> GeneratorModule
         fgd_checkpoint=str(workspace["evaluator"]),
         output_dir=str(tmp_path / "test_output"),
         render_frames=0,
+        **demo_speech_settings(),
     )
     return GeneratorModule(**{**settings, **overrides})
 

@@ -71,7 +71,7 @@ def generate_from_audio(
     check_speech(wave, audio, sample_rate)
 
     # imported here: transformers and the models take seconds to import, bad input is refused before
-    from echomask.audio.hubert import HubertFeatures
+    from echomask.audio.signal_features import speech_features
     from echomask.inference import motion_to_smplx, neutral_seed, seed_from_npz, write_smplx_npz
     from echomask.lit.generator_module import GeneratorModule
 
@@ -83,12 +83,12 @@ def generate_from_audio(
     num_frames = int(len(wave) / sample_rate * fps)
 
     started = time.perf_counter()
-    speech = HubertFeatures(
-        model=hp.hubert,
-        low_layer=hp.hubert_low_layer,
-        high_layer=hp.hubert_high_layer,
-        out_dim=hp.feature_dim,
-        projection_seed=hp.projection_seed,
+    speech = speech_features(
+        hp.hubert,
+        hp.hubert_low_layer,
+        hp.hubert_high_layer,
+        hp.feature_dim,
+        hp.projection_seed,
         fps=fps,
         progress=progress,
     )

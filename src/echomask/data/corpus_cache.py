@@ -44,7 +44,7 @@ from echomask.motion.kinematics import Kinematics
 from echomask.motion.parts import foot_contact, smplx_to_whole_body
 
 if TYPE_CHECKING:  # importing transformers costs seconds; only the datamodule needs it at run time
-    from echomask.audio.hubert import HubertFeatures
+    from echomask.audio.signal_features import SpeechFeatures
 
 CACHE_FORMAT_VERSION = 1
 ARRAY_NAMES = (
@@ -154,7 +154,7 @@ class CorpusCache:
         self,
         corpus: BEAT2Corpus,
         cache_dir: str | Path,
-        speech_features: HubertFeatures,
+        speech_features: SpeechFeatures,
         kinematics: Kinematics,
         fps: int = 30,
         sample_rate: int = 16000,

@@ -19,7 +19,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from echomask.audio.hubert import HubertFeatures
+from echomask.audio.signal_features import speech_features
 from echomask.data.beat2 import BEAT2Corpus
 from echomask.data.corpus_cache import CorpusCache
 from echomask.data.datasets import SequenceDataset, WindowDataset, check_items
@@ -65,7 +65,8 @@ class BEAT2DataModule(pl.LightningDataModule):
         batch_size: windows per training batch.
         num_workers: DataLoader worker processes.
         train_splits, val_splits, test_splits: which split-csv types feed each loader.
-        hubert: "tiny-random", a local directory, or a hub name already in the local cache.
+        hubert: "tiny-random", a local directory, a hub name already in the local cache, or "signal" (no
+            HuBERT: log-mel, envelope and onset features, `echomask.audio.signal_features`; the synthetic demo).
         hubert_low_layer: index of the low-level hidden state (paper: 11).
         hubert_high_layer: index of the high-level hidden state (None: the last).
         feature_dim: projected speech feature size (paper: 256).
@@ -118,13 +119,8 @@ class BEAT2DataModule(pl.LightningDataModule):
             hp = self.hparams
             all_splits = sorted({*hp.train_splits, *hp.val_splits, *hp.test_splits})
             corpus = BEAT2Corpus(Path(hp.root), speakers=hp.speakers, splits=all_splits, on_error=hp.on_error)
-            speech = HubertFeatures(
-                model=hp.hubert,
-                low_layer=hp.hubert_low_layer,
-                high_layer=hp.hubert_high_layer,
-                out_dim=hp.feature_dim,
-                projection_seed=hp.projection_seed,
-                fps=hp.fps,
+            speech = speech_features(
+                hp.hubert, hp.hubert_low_layer, hp.hubert_high_layer, hp.feature_dim, hp.projection_seed, fps=hp.fps
             )
             self._cache = CorpusCache(
                 corpus,
