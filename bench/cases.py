@@ -171,8 +171,8 @@ MATMUL = Case(
     "machine-matmul",
     "machine",
     "bench.machine:matmul_rate",
-    full=dict(warmup=2, repeats=10),
-    quick=dict(warmup=2, repeats=5),
+    full=dict(warmup=3, repeats=20),
+    quick=dict(warmup=3, repeats=10),
 )
 
 CASES: dict[str, Case] = {
