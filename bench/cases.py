@@ -129,6 +129,18 @@ def _inference_cases() -> list[Case]:
     ]
 
 
+def _render_cases() -> list[Case]:
+    return [
+        Case(
+            "render-skeleton",
+            "inference",
+            "bench.render:render_rate",
+            full=dict(frames=300, panels=1, warmup=1, repeats=3),
+            quick=dict(frames=60, panels=1, warmup=1, repeats=2),
+        )
+    ]
+
+
 def _evaluation_cases() -> list[Case]:
     return [
         Case(
@@ -177,5 +189,5 @@ MATMUL = Case(
 
 CASES: dict[str, Case] = {
     case.name: case
-    for case in [MATMUL, *_training_cases(), *_inference_cases(), *_evaluation_cases(), *_data_cases()]
+    for case in [MATMUL, *_training_cases(), *_inference_cases(), *_render_cases(), *_evaluation_cases(), *_data_cases()]
 }

@@ -100,6 +100,11 @@ def _headline(result: dict) -> tuple[str, str]:
             f"{result['audio_seconds']:g} s audio: {result['real_time_factor']['median']:.3g}x real time{extra}",
             _spread(result["seconds"]),
         )
+    if "frames_per_second" in result:
+        return (
+            f"{result['frames']} frames: {result['frames_per_second']['median']:.4g} frames/s",
+            _spread(result["seconds"]),
+        )
     if "motion_seconds_per_second" in result:
         return (
             f"{result['motion_seconds']:g} s motion: {result['motion_seconds_per_second']:.3g} s scored/s",
