@@ -15,7 +15,7 @@ from bench.cases import CASES, MATMUL  # noqa: E402
 from bench.harness import summarize  # noqa: E402
 from bench.run import select_cases  # noqa: E402
 
-SMOKE_CASES = ("train-vqvae-upper-tiny", "infer-hubert-tiny-random", "data-loader-vqvae-upper-w0")
+SMOKE_CASES = ("train-vqvae-upper-tiny", "infer-hubert-tiny-random", "render-skeleton", "data-loader-vqvae-upper-w0")
 
 
 def test_summarize_gives_median_and_spread():
@@ -129,9 +129,12 @@ def test_smoke_run_of_the_harness(tmp_path):
     assert 0 < training["mfu"]
     hubert = summary["cases"]["infer-hubert-tiny-random"]["result"]
     assert hubert["audio_seconds"] == 20.0 and hubert["real_time_factor"]["median"] > 0
+    render = summary["cases"]["render-skeleton"]["result"]
+    assert render["frames"] == 60 and render["frames_per_second"]["median"] > 0
     assert summary["loader_vs_step"][0]["training"] == "train-vqvae-upper-tiny"
     table = (tmp_path / "results.md").read_text()
     assert all(name in table for name in SMOKE_CASES) and table in finished.stdout
+    assert "60 frames:" in table and "frames/s" in table
 
 
 def test_registry_names_existing_stages_and_functions():

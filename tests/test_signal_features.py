@@ -83,8 +83,10 @@ def test_audio_shorter_than_the_frames_is_refused():
         SignalFeatures()(syllables(seconds=1.0), 90)
 
 
-def test_selection_by_name():
-    assert isinstance(speech_features(SIGNAL, 11, None, 64, 0), SignalFeatures)
+def test_selection_by_name(caplog):
+    with caplog.at_level("INFO", logger="echomask.audio.signal_features"):
+        assert isinstance(speech_features(SIGNAL, 11, None, 64, 0), SignalFeatures)
+    assert "no HuBERT" in caplog.text
     assert isinstance(speech_features("tiny-random", 11, None, 64, 0), HubertFeatures)
 
 

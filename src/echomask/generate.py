@@ -37,7 +37,7 @@ class GenerationResult:
 
     @property
     def real_time_factor(self) -> float:
-        """Seconds of motion per second of wall time, HuBERT included (rendering excluded)."""
+        """Seconds of motion per wall second, speech features (HuBERT or signal) included, rendering excluded."""
         return self.audio_seconds / (self.speech_feature_seconds + self.generation_seconds)
 
 
@@ -174,7 +174,7 @@ def generate_command(options: argparse.Namespace) -> int:
     if result.video:
         print(f"video:  {result.video}")
     print(
-        f"time: HuBERT {result.speech_feature_seconds:.2f} s, generation {result.generation_seconds:.2f} s, "
+        f"time: speech features {result.speech_feature_seconds:.2f} s, generation {result.generation_seconds:.2f} s, "
         f"render {result.render_seconds:.2f} s; real-time factor {result.real_time_factor:.1f}x"
     )
     return 0

@@ -15,12 +15,16 @@ Real speech wants a pretrained HuBERT; these features are for the synthetic corp
 """
 from __future__ import annotations
 
+import logging
+
 import librosa
 import numpy as np
 
 from echomask.audio.features import MOTION_FPS, amplitude_envelope, check_wave, motion_frame_times, onset_strength
 from echomask.audio.hubert import HubertFeatures, orthonormal_projection
 from echomask.audio.io import SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
 
 SIGNAL = "signal"
 # Bump when the computation changes in a way the other cache-key fields do not capture.
@@ -138,6 +142,10 @@ def speech_features(
     """The speech-feature extractor a data module or a checkpoint names (its ``hubert`` setting):
     `SignalFeatures` for ``model="signal"`` (the HuBERT layers are not used), else `HubertFeatures`."""
     if model == SIGNAL:
+        logger.info(
+            "speech features: low-level signal features (log-mel, envelope, onset strength), no HuBERT: "
+            "meant for the synthetic corpus; use a pretrained HuBERT for real speech"
+        )
         return SignalFeatures(out_dim=out_dim, projection_seed=projection_seed, fps=fps)
     return HubertFeatures(
         model=model,
