@@ -189,5 +189,12 @@ MATMUL = Case(
 
 CASES: dict[str, Case] = {
     case.name: case
-    for case in [MATMUL, *_training_cases(), *_inference_cases(), *_render_cases(), *_evaluation_cases(), *_data_cases()]
+    for case in [
+        MATMUL,
+        *_training_cases(),
+        *_inference_cases(),
+        *_render_cases(),
+        *_evaluation_cases(),
+        *_data_cases(),
+    ]
 }

@@ -643,19 +643,10 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
         """Passes B (no injection) and C (injection) with the same mask: name -> (logits, code vectors)."""
         injection = self.speech_injection(motion, mask, speaker, speech)
         if not self.hparams.batch_passes_bc:
+            shared = dict(gt_codes=codes, speech=speech, alignment=False)  # pass A's alignment losses are the step's
             outputs = {
-                "B": self.generator(motion, mask, speaker, low, high, gt_codes=codes, speech=speech, alignment=False),
-                "C": self.generator(
-                    motion,
-                    mask,
-                    speaker,
-                    low,
-                    high,
-                    injection=injection,
-                    gt_codes=codes,
-                    speech=speech,
-                    alignment=False,
-                ),
+                "B": self.generator(motion, mask, speaker, low, high, **shared),
+                "C": self.generator(motion, mask, speaker, low, high, injection=injection, **shared),
             }
             return {name: (output.logits, output.code_vectors) for name, output in outputs.items()}
         both = self.generator(
