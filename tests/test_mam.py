@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from echomask.models.mam import MAM_PARTS, MotionAudioAlignment, frame_infonce, pool_to_tokens
+from torch import nn
+
+from echomask.models.mam import MAM_PARTS, MotionAudioAlignment, band_mask, frame_infonce, pool_to_tokens
 from echomask.models.transformer_blocks import PeriodicPositionalEncoding, periodic_sinusoid
 
 D = 32
@@ -55,6 +57,36 @@ def test_speech_branch_gives_one_feature_sequence_per_part():
     # the speech features matter
     changed = mam(low, high + 1.0).speech["face"]
     assert not torch.allclose(changed, output.speech["face"])
+
+
+def test_band_mask_blocks_exactly_the_frames_further_than_the_width():
+    mask = band_mask(6, 1)
+    expected = torch.tensor([[abs(query - key) > 1 for key in range(6)] for query in range(6)])
+    assert torch.equal(mask, expected)
+    assert not band_mask(5, 0).diagonal().any() and band_mask(5, 0).sum() == 20
+    with pytest.raises(ValueError, match="width"):
+        band_mask(4, -1)
+    with pytest.raises(ValueError, match="attention_window"):
+        tiny_mam(attention_window=-2)
+
+
+def high_level_reach(mam: MotionAudioAlignment, frame: int) -> torch.Tensor:
+    """(T,) bool: which high-level speech frames change c_face at `frame`, with E3 removed (nn.Identity), so that
+    only the cross-attention to the high-level features decides what that frame sees of them."""
+    mam.block3 = nn.Identity()
+    low, high = speech_inputs(batch=1)
+    high.requires_grad_(True)
+    readout = torch.randn(D, generator=torch.Generator().manual_seed(1))  # a plain sum of a layer-normed vector is constant
+    (mam.speech_features(low, high)["face"][0, frame] * readout).sum().backward()
+    return high.grad[0].abs().sum(-1) > 0
+
+
+@pytest.mark.parametrize("width", [0, 3])
+def test_attention_window_limits_the_speech_frames_each_frame_sees(width):
+    frame = 20
+    reach = high_level_reach(tiny_mam(attention_window=width).eval(), frame)
+    assert torch.equal(reach, ~band_mask(T, width)[frame])
+    assert high_level_reach(tiny_mam().eval(), frame).all()  # the paper's full attention sees the whole window
 
 
 def test_pool_to_tokens_averages_groups_of_frames():

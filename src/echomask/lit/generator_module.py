@@ -347,7 +347,7 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
 
     def __init__(
         self,
-        generator: dict[str, int | float | bool] | None = None,
+        generator: dict[str, int | float | bool | None] | None = None,
         num_speakers: int = 30,
         masking: str = "speech_queried",
         num_masked: int = 24,

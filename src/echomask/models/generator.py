@@ -129,6 +129,7 @@ class EchoMaskGenerator(nn.Module):
         mam_layers_per_block: int = 2,  # SPEC §6.2
         mam_temperature: float = 0.1,  # SPEC §6.2
         mam_batch_negatives: bool = False,
+        mam_attention_window: int | None = None,  # None: full cross-attention (paper); see MotionAudioAlignment
         sqa_layers: int = 8,  # SPEC §6.3
         sqa_heads: int = 4,  # SPEC §6.3
         period: int = 64,  # positional-encoding period (SPEC §6.2)
@@ -160,6 +161,7 @@ class EchoMaskGenerator(nn.Module):
             period=period,
             temperature=mam_temperature,
             batch_negatives=mam_batch_negatives,
+            attention_window=mam_attention_window,
             dropout=dropout,
         )
         self.sqa = SpeechQueriedAttention(
