@@ -13,6 +13,7 @@ import torch
 from scipy.signal import argrelextrema
 
 from echomask.audio.features import amplitude_envelope
+from echomask.cli import main as cli_main
 from echomask.data.beat2 import BEAT2Corpus, read_motion, read_split_csv
 from echomask.data.corpus_cache import mean_joint_speed
 from echomask.data.synthetic import SPEAKER_NAMES, write_synthetic_corpus
@@ -184,6 +185,15 @@ def test_recordings_too_short_for_a_syllable_are_still_written(tmp_path):
     assert len(word_counts) == 8 and min(word_counts) == 0  # speaker 4's second take has no syllable
     for sequence in BEAT2Corpus(root.parent, on_error="raise"):
         assert np.all(np.isfinite(read_motion(sequence.motion_path)["poses"]))
+
+
+def test_the_cli_sets_the_split_sizes(tmp_path, capsys):
+    out = tmp_path / "corpus"
+    status = cli_main(["synth-data", "--out", str(out), "--speakers", "1", "--sequences-per-speaker", "4",
+                       "--val-per-speaker", "0", "--test-per-speaker", "3", "--seconds", "1"])  # fmt: skip
+    assert status == 0 and "written to" in capsys.readouterr().out
+    splits = read_split_csv(out / "beat_english_v2.0.0" / "train_test_split.csv")
+    assert sorted(splits.values()) == ["test", "test", "test", "train"]
 
 
 def test_bad_arguments_are_refused(tmp_path):

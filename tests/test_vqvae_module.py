@@ -21,9 +21,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from echomask.cli import main as echomask_main
 from echomask.data.datamodule import BEAT2DataModule, EpochShuffleSampler
 from echomask.lit.callbacks import RNGStateCheckpoint
-from echomask.lit.part_losses import part_rotations
+from echomask.lit.part_losses import part_rotations, static_geodesic
 from echomask.lit.vqvae_module import VQVAEModule
-from echomask.motion.rotations import geodesic_distance
+from echomask.motion.parts import PART_DIMS
+from echomask.motion.rotations import axis_angle_to_rot6d, geodesic_distance
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
@@ -122,6 +123,7 @@ def test_logs_every_loss_term_codebook_statistics_errors_and_a_clip(stage1, part
         expected |= {"val/translation_error_m"}
     else:
         expected |= {"val/rotation_error_deg", "train/rotation_error_deg_epoch", "train/codebook/dead_code_resets_epoch"}
+        expected |= {"val/geodesic_static"}
         for layer in range(DEMO_MODEL["num_quantizers"]):  # all layers are active in validation
             expected |= {f"val/codebook/usage_l{layer}", f"val/codebook/perplexity_l{layer}"}
         assert f"val/clip_{part}" in images, "the GT-vs-reconstruction clip is rendered at validation"
@@ -129,6 +131,18 @@ def test_logs_every_loss_term_codebook_statistics_errors_and_a_clip(stage1, part
         expected |= {"val/joint_error_m"}
     missing = expected - scalars
     assert not missing, f"{part}: not logged: {sorted(missing)}"
+
+
+def test_static_geodesic_is_the_error_of_holding_the_window_at_its_mean():
+    joints = PART_DIMS["upper"] // 6
+    still = axis_angle_to_rot6d(torch.full((1, 8, joints, 3), 0.2)).reshape(1, 8, -1)
+    assert static_geodesic("upper", still) < 1e-5
+    # every joint swings about x between -a and +a: the mean 6D is the identity's, so the error is a everywhere
+    angle = 0.3
+    swing = torch.zeros(1, 8, joints, 3)
+    swing[:, :, :, 0] = torch.tensor([angle, -angle] * 4)[None, :, None]
+    error = static_geodesic("upper", axis_angle_to_rot6d(swing).reshape(1, 8, -1))
+    torch.testing.assert_close(error, torch.tensor(angle), rtol=1e-4, atol=1e-5)
 
 
 # --- exact resume (SPEC §5.1) ----------------------------------------------------------------

@@ -269,6 +269,8 @@ def synth_data(options: argparse.Namespace) -> int:
         num_speakers=options.speakers,
         sequences_per_speaker=options.sequences_per_speaker,
         seconds_per_sequence=options.seconds,
+        val_per_speaker=options.val_per_speaker,
+        test_per_speaker=options.test_per_speaker,
         seed=options.seed,
     )
     print(f"synthetic BEAT2-format corpus written to {root}")
@@ -301,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--speakers", type=int, default=2, help="number of speakers")
     synth.add_argument("--sequences-per-speaker", type=int, default=8)
     synth.add_argument("--seconds", type=float, default=20.0, help="motion length of each sequence")
+    synth.add_argument("--val-per-speaker", type=int, default=1, help="recordings per speaker in the val split")
+    synth.add_argument("--test-per-speaker", type=int, default=1, help="recordings per speaker in the test split")
     synth.set_defaults(run=synth_data)
 
     from echomask.evaluation import add_evaluate_arguments, evaluate_command

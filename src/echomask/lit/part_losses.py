@@ -68,6 +68,14 @@ def whole_body_joints(
     return kinematics.joints_from_rotmats(mixed, mixed_trans), kinematics.joints_from_rotmats(rotations, trans)
 
 
+def static_geodesic(part: str, target: torch.Tensor) -> torch.Tensor:
+    """Mean geodesic error (rad) of the laziest reconstruction of (B, T, D_part) windows: every frame replaced by
+    the window's mean stream. A tokenizer whose ``geodesic`` is not clearly below this has captured the pose but
+    none of the motion."""
+    static = target.mean(dim=1, keepdim=True).expand_as(target)
+    return geodesic_distance(part_rotations(part, static), part_rotations(part, target)).mean()
+
+
 def face_terms(recon: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     """(B, T, 106) face streams: jaw geodesic (rad), expression MSE, velocity and acceleration L1."""
     jaw_geodesic = geodesic_distance(part_rotations("face", recon), part_rotations("face", target)).mean()

@@ -4,7 +4,8 @@ Thin by design: the network is `models.conv_vqvae.RVQVAE`, the loss terms are
 `lit.part_losses`, the weights come from the config. Logged: every loss term, per-layer codebook
 usage and perplexity, reconstruction error in degrees (geodesic, the part's joints) and metres (mean
 joint-position error of the part's joints; not for the face, whose error is the expression MSE),
-and at validation a rendered ground-truth-vs-reconstruction skeleton clip.
+at validation ``val/geodesic_static``, the error of holding each window still at its mean (a ``val/geodesic``
+not clearly below it means the tokens carry the pose but not the motion), and a rendered ground-truth-vs-reconstruction skeleton clip.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 
 from echomask.lit.kinematics_holder import KinematicsHolder
 from echomask.lit.media import log_skeleton_clip
-from echomask.lit.part_losses import body_terms, face_terms, whole_body_joints
+from echomask.lit.part_losses import body_terms, face_terms, static_geodesic, whole_body_joints
 from echomask.models.conv_vqvae import RVQVAE
 from echomask.motion.parts import PART_DIMS, PART_JOINTS, PART_NAMES, whole_body_to_parts
 
@@ -118,6 +119,8 @@ class VQVAEModule(KinematicsHolder, pl.LightningModule):
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, **log)
         self.log(f"{stage}/rotation_error_deg", math.degrees(1) * terms["geodesic"].detach(), **log)
+        if stage == "val":  # the error of a still window: the geodesic must beat it for the tokens to carry motion
+            self.log(f"{stage}/geodesic_static", static_geodesic(self.part, target), **log)
         if recon_joints is not None:
             # the part's own joints: averaging over all 55 would dilute the error by the joints it does not move
             joints = list(PART_JOINTS[self.part])
