@@ -1,5 +1,7 @@
 """The masking ablation script's pieces that do not train (bench/ablation_masking.py): argument parsing,
-the length fitting of speech features and the shuffled-audio donors."""
+the length fitting of speech features and the shuffled-audio donors; the `make ablation` recipe (dry run)."""
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -43,3 +45,15 @@ def test_arguments_defaults_and_stage1_overrides():
     assert options.epochs == 5 and options.seed == 42
     assert options.stage1 == ["face=a.ckpt", "lower=b.ckpt"]
     assert options.out == Path("outputs/ablation")
+
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_ablation_trains_stage1_on_the_larger_corpus_and_hands_every_checkpoint_to_the_script():
+    dry_run = subprocess.run(["make", "-n", "ablation"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    corpus = "data/synthetic_ablation"
+    assert f"synth-data --out {corpus} --sequences-per-speaker 40 --val-per-speaker 2 --test-per-speaker 4" in dry_run
+    assert f"--data.root {corpus}" in dry_run and "--trainer.logger.init_args.save_dir logs/ablation/vqvae" in dry_run
+    assert f"bench/ablation_masking.py --data-root {corpus}" in dry_run
+    for name in ("face", "upper", "hands", "lower", "translation"):
+        assert f"--stage1 {name}=logs/ablation/vqvae/{name}/checkpoints/last.ckpt" in dry_run
