@@ -9,7 +9,7 @@ import warnings
 import torch
 
 from bench.configs import load_config, workspace_data_overrides
-from bench.harness import summarize, time_call
+from bench.harness import rates, summarize, time_call
 from echomask.data.datamodule import BEAT2DataModule
 
 
@@ -109,11 +109,7 @@ def loader_throughput(
         "batch_size": module.hparams.batch_size,
         "windows_per_read": windows,
         "seconds": seconds,
-        "windows_per_second": {
-            "median": windows / seconds["median"],
-            "min": windows / seconds["max"],
-            "max": windows / seconds["min"],
-        },
+        "windows_per_second": rates(windows, seconds),
         "first_batch_seconds": first_batch,
         "how": f"{batches} batches of the {stage} config's training loader",
     }

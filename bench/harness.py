@@ -38,6 +38,12 @@ def summarize(seconds: Sequence[float]) -> dict:
     }
 
 
+def rates(amount: float, seconds: dict) -> dict:
+    """`amount` per second (median, min, max) from the wall-time statistics of :func:`summarize`: the fastest
+    repeat gives the highest rate."""
+    return {"median": amount / seconds["median"], "min": amount / seconds["max"], "max": amount / seconds["min"]}
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued work on `device` (a no-op on the CPU)."""
     if device.type == "cuda":

@@ -14,7 +14,7 @@ import torch
 from transformers import HubertConfig, HubertModel
 
 from bench.configs import generator_overrides, instantiate, load_config
-from bench.harness import count_flops, summarize, time_call
+from bench.harness import count_flops, rates, summarize, time_call
 from echomask.audio.hubert import TINY_RANDOM, HubertFeatures
 from echomask.data.beat2 import MOTION_FPS
 from echomask.inference import neutral_seed
@@ -34,15 +34,6 @@ HUBERT_LARGE_CONFIG = dict(
     num_conv_pos_embeddings=128,
     num_conv_pos_embedding_groups=16,
 )
-
-
-def _rtf(audio_seconds: float, seconds: dict) -> dict:
-    """Real-time factors (median, min, max) from wall-time statistics."""
-    return {
-        "median": audio_seconds / seconds["median"],
-        "min": audio_seconds / seconds["max"],
-        "max": audio_seconds / seconds["min"],
-    }
 
 
 def _hubert_features(model: str, folder: str, device: torch.device) -> HubertFeatures:
@@ -71,7 +62,7 @@ def hubert_rtf(device: torch.device, workspace, model: str, audio_seconds: float
         "model": model,
         "audio_seconds": audio_seconds,
         "seconds": seconds,
-        "real_time_factor": _rtf(audio_seconds, seconds),
+        "real_time_factor": rates(audio_seconds, seconds),
         "flops": flops,
         "parameters": parameters,
         "how": f"HubertFeatures({model!r}) on {audio_seconds:g} s of speech (chunk {features.chunk_seconds} s)",
@@ -112,7 +103,7 @@ def generator_rtf(device: torch.device, workspace, size: str, audio_seconds: flo
         "windows": windows,
         "seconds": seconds,
         "seconds_per_window": seconds["median"] / windows,
-        "real_time_factor": _rtf(audio_seconds, seconds),
+        "real_time_factor": rates(audio_seconds, seconds),
         "flops": flops,
         "flops_per_window": flops / windows,
         "parameters": sum(p.numel() for p in synthesizer.parameters()),

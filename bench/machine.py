@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from bench.harness import time_repeats
+from bench.harness import rates, time_repeats
 
 MATMUL_SIZE = 2048  # square fp32 matrices, as ENVIRONMENT.md's 92 GFLOP/s figure
 
@@ -21,11 +21,7 @@ def matmul_rate(device: torch.device, warmup: int, repeats: int, size: int = MAT
     return {
         "size": size,
         "seconds": seconds,
-        "gflops_per_second": {
-            "median": flops / seconds["median"] / 1e9,
-            "min": flops / seconds["max"] / 1e9,
-            "max": flops / seconds["min"] / 1e9,
-        },
+        "gflops_per_second": rates(flops / 1e9, seconds),
         "how": f"{size}x{size} fp32 matmul, TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}",
         "machine": describe_machine(device),
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.harness import time_repeats
+from bench.harness import rates, time_repeats
 from echomask.render import render_skeleton_frames
 
 JOINTS = 55
@@ -21,10 +21,6 @@ def render_rate(device: torch.device, frames: int, panels: int, warmup: int, rep
         "frames": frames,
         "panels": panels,
         "seconds": seconds,
-        "frames_per_second": {
-            "median": frames / seconds["median"],
-            "min": frames / seconds["max"],
-            "max": frames / seconds["min"],
-        },
+        "frames_per_second": rates(frames, seconds),
         "how": f"render_skeleton_frames: {frames} frames, {panels} panel(s) of 256x256 pixels, matplotlib Agg",
     }

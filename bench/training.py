@@ -19,7 +19,7 @@ import lightning.pytorch as pl
 import torch
 
 from bench.configs import generator_overrides, instantiate, load_config, workspace_data_overrides
-from bench.harness import FlopWindow, summarize, synchronize
+from bench.harness import FlopWindow, rates, summarize, synchronize
 from echomask.data.datamodule import BEAT2DataModule
 
 
@@ -140,11 +140,7 @@ def training_throughput(
         "size": size,
         "batch_size": batch_size,
         "step_seconds": step,
-        "windows_per_second": {
-            "median": batch_size / step["median"],
-            "min": batch_size / step["max"],
-            "max": batch_size / step["min"],
-        },
+        "windows_per_second": rates(batch_size, step),
         "flops_per_step": timer.flops,
         "parameters": trainable,
         "how": f"{type(module).__name__}.training_step + optimizer step via Trainer.fit "

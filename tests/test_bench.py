@@ -12,7 +12,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import report  # noqa: E402
 from bench.cases import CASES, MATMUL  # noqa: E402
-from bench.harness import summarize  # noqa: E402
+from bench.harness import rates, summarize  # noqa: E402
 from bench.run import select_cases  # noqa: E402
 
 SMOKE_CASES = ("train-vqvae-upper-tiny", "infer-hubert-tiny-random", "render-skeleton", "data-loader-vqvae-upper-w0")
@@ -29,6 +29,10 @@ def test_summarize_gives_median_and_spread():
     assert single["median"] == single["q1"] == single["q3"] == 0.5
     with pytest.raises(ValueError, match="no timings"):
         summarize([])
+
+
+def test_rates_turn_wall_times_into_throughput_with_the_fastest_repeat_as_max():
+    assert rates(60.0, summarize([2.0, 3.0, 6.0])) == {"median": 20.0, "min": 10.0, "max": 30.0}
 
 
 def test_case_selection_puts_the_matmul_first_and_honours_quick():

@@ -76,7 +76,8 @@ def high_level_reach(mam: MotionAudioAlignment, frame: int) -> torch.Tensor:
     mam.block3 = nn.Identity()
     low, high = speech_inputs(batch=1)
     high.requires_grad_(True)
-    readout = torch.randn(D, generator=torch.Generator().manual_seed(1))  # a plain sum of a layer-normed vector is constant
+    # a random readout: the plain sum of a layer-normed vector is constant, so its gradient is zero
+    readout = torch.randn(D, generator=torch.Generator().manual_seed(1))
     (mam.speech_features(low, high)["face"][0, frame] * readout).sum().backward()
     return high.grad[0].abs().sum(-1) > 0
 

@@ -5,7 +5,8 @@ Thin by design: the network is `models.conv_vqvae.RVQVAE`, the loss terms are
 usage and perplexity, reconstruction error in degrees (geodesic, the part's joints) and metres (mean
 joint-position error of the part's joints; not for the face, whose error is the expression MSE),
 at validation ``val/geodesic_static``, the error of holding each window still at its mean (a ``val/geodesic``
-not clearly below it means the tokens carry the pose but not the motion), and a rendered ground-truth-vs-reconstruction skeleton clip.
+not clearly below it means the tokens carry the pose but not the motion), and a rendered
+ground-truth-vs-reconstruction skeleton clip.
 """
 from __future__ import annotations
 
