@@ -80,6 +80,7 @@ bench: install
 # vs random masking vs a shuffled-audio control; outputs/ablation/). FGD: the demo evaluator (logs/evaluator/).
 ABLATION_ROOT := data/synthetic_ablation
 ABLATION_EPOCHS ?= 12
+ABLATION_SEEDS ?= 42 43 44
 ABLATION_STAGE1_EPOCHS ?= 10
 ablation: install
 	$(ECHOMASK) synth-data --out $(ABLATION_ROOT) --sequences-per-speaker 40 --val-per-speaker 2 --test-per-speaker 4
@@ -90,6 +91,7 @@ ablation: install
 	    --trainer.logger.init_args.save_dir logs/ablation/vqvae || exit 1; \
 	done
 	$(PY) bench/ablation_masking.py --data-root $(ABLATION_ROOT) --epochs $(ABLATION_EPOCHS) --out outputs/ablation \
+	  --seeds $(ABLATION_SEEDS) \
 	  $(foreach part,$(STAGE1_PARTS),--stage1 $(part)=logs/ablation/vqvae/$(part)/checkpoints/last.ckpt)
 
 # The whole pipeline on the synthetic corpus: corpus, evaluator, stage 1, stage 2, test metrics, generate.

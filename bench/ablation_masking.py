@@ -1,20 +1,26 @@
 """The paper's masking claim in miniature (issue 5 item 5): speech-queried vs random masking on the synthetic corpus.
 
-    .venv/bin/python bench/ablation_masking.py [--data-root data/synthetic] [--epochs N] [--out outputs/ablation]
+    .venv/bin/python bench/ablation_masking.py [--data-root data/synthetic] [--epochs N] [--seeds 42 43 44]
+                                               [--out outputs/ablation]
 
 Steps (run from the repository root: the configs name the stage-1 checkpoints relative to it):
-1. train the tiny generator (experiments/generator.yaml + experiments/demo/generator.yaml) twice, with
-   ``masking: speech_queried`` and ``masking: random``, same seed and budget, into ``<out>/<masking>/``;
+1. for every seed, train the tiny generator (experiments/generator.yaml + experiments/demo/generator.yaml) twice,
+   with ``masking: speech_queried`` and ``masking: random``, same seed and budget, into
+   ``<out>/seed<seed>/<masking>/``;
 2. generate the test split with each model, plus a shuffled-audio control: the speech-queried model driven by
    ANOTHER test sequence's speech features (cropped or repeated to the length), seeded with the ground truth's
    first 4 frames as the test loop does;
-3. score the three and the ground truth with ``evaluate_predictions`` (paper protocol, the FGD evaluator),
-   print one paper-style table and write ``<out>/ablation.json``.
+3. score them with ``evaluate_predictions`` (paper protocol, the FGD evaluator), next to the ground truth and
+   the ground truth of the donor sequence scored in each sequence's place (what a perfect speech-driven model
+   would produce from the control's audio: it calibrates what the control can show on each metric);
+4. print one paper-style table per seed and the spread over seeds, and write ``<out>/ablation.json``
+   (rewritten after every seed).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -31,6 +37,10 @@ from echomask.metrics.display import format_table
 CONFIGS = ("experiments/generator.yaml", "experiments/demo/generator.yaml")
 MASKINGS = ("speech_queried", "random")
 SHUFFLED = "shuffled_audio"  # the control: speech_queried model, another sequence's speech
+GROUND_TRUTH = "ground truth"
+GROUND_TRUTH_SHUFFLED = "ground truth, another file's audio"  # the donor's motion in each sequence's place
+COMPARED = ("fgd", "bc")  # the issue's bar: the generator beats the control on both
+LOWER_IS_BETTER = {"fgd": True, "bc": False}
 FGD_CHECKPOINT = "logs/evaluator/checkpoints/last.ckpt"
 PROTOCOL = "paper"  # SPEC §8.1
 
@@ -40,7 +50,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-root", default="data/synthetic", help="the corpus (default: data/synthetic)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo overlay's)")
     parser.add_argument("--out", type=Path, default=Path("outputs/ablation"), help="logs, predictions, results")
-    parser.add_argument("--seed", type=int, default=42, help="seed_everything of both runs")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[42], help="seed_everything of the runs; both maskings per seed"
+    )
     parser.add_argument("--fgd-checkpoint", default=FGD_CHECKPOINT, help="the FGD feature extractor")
     parser.add_argument(
         "--stage1",
@@ -49,20 +61,24 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=PATH",
         help="a stage-1 checkpoint instead of the config's (NAME: face, upper, hands, lower, translation); repeatable",
     )
-    return parser.parse_args(argv)
+    options = parser.parse_args(argv)
+    if len(set(options.seeds)) != len(options.seeds):
+        parser.error(f"--seeds must be distinct, got {options.seeds}")
+    return options
 
 
-def train(masking: str, options: argparse.Namespace) -> tuple[Path, float]:
-    """Fit the tiny generator with one masking strategy; (its last.ckpt, training seconds)."""
+def train(masking: str, seed: int, options: argparse.Namespace) -> tuple[Path, float]:
+    """Fit the tiny generator with one masking strategy and seed; (its last.ckpt, training seconds)."""
+    run_dir = options.out / f"seed{seed}"
     arguments = ["fit"]
     for config in CONFIGS:
         arguments += ["--config", config]
     arguments += [
-        f"--seed_everything={options.seed}",
+        f"--seed_everything={seed}",
         f"--data.init_args.root={options.data_root}",
         f"--model.init_args.masking={masking}",
-        f"--model.init_args.output_dir={options.out / masking / 'test'}",
-        f"--trainer.logger.init_args.save_dir={options.out}",  # checkpoints: <out>/<masking>/checkpoints/
+        f"--model.init_args.output_dir={run_dir / masking / 'test'}",
+        f"--trainer.logger.init_args.save_dir={run_dir}",  # checkpoints: <out>/seed<seed>/<masking>/checkpoints/
         f"--trainer.logger.init_args.name={masking}",
     ]
     for override in options.stage1:
@@ -76,8 +92,8 @@ def train(masking: str, options: argparse.Namespace) -> tuple[Path, float]:
     status = echomask_main(arguments)
     seconds = time.perf_counter() - started
     if status != 0:
-        raise RuntimeError(f"training with masking={masking} failed (exit status {status})")
-    return options.out / masking / "checkpoints" / "last.ckpt", seconds
+        raise RuntimeError(f"training with masking={masking}, seed={seed} failed (exit status {status})")
+    return run_dir / masking / "checkpoints" / "last.ckpt", seconds
 
 
 def test_items(module: GeneratorModule, data_root: str) -> list[dict]:
@@ -101,15 +117,29 @@ def fit_length(features: torch.Tensor, frames: int) -> torch.Tensor:
     return repeat(features, "t f -> (n t) f", n=copies)[:frames]
 
 
-def speech_of(items: list[dict], shuffled: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(low, high) per item: its own, or (shuffled) those of the next item in the list, fitted to its length."""
+def donors_of(items: list[dict], shuffled: bool) -> list[dict]:
+    """The item whose speech drives each item: itself, or (shuffled) the next item in the list."""
     if shuffled and len(items) < 2:
         raise ValueError(f"the shuffled-audio control needs at least 2 test sequences, the split has {len(items)}")
-    donors = items[1:] + items[:1] if shuffled else items
+    return items[1:] + items[:1] if shuffled else items
+
+
+def speech_of(items: list[dict], shuffled: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(low, high) per item: its own, or (shuffled) those of its donor, fitted to its length."""
     return [
         (fit_length(donor["audio_low"], len(item["motion"])), fit_length(donor["audio_high"], len(item["motion"])))
-        for item, donor in zip(items, donors)
+        for item, donor in zip(items, donors_of(items, shuffled))
     ]
+
+
+def write_donor_ground_truth(items: list[dict], pred_dir: Path) -> Path:
+    """Each item's place filled with its donor's ground-truth motion (fitted to the item's length): the motion
+    of the control's audio, as a perfect speech-driven model would generate it. Writes <id>.npz."""
+    for item, donor in zip(items, donors_of(items, shuffled=True)):
+        frames = len(item["motion"])
+        motion, expressions = fit_length(donor["motion"], frames), fit_length(donor["expressions"], frames)
+        write_smplx_npz(pred_dir / f"{item['id']}.npz", motion_to_smplx(motion, expressions, item["betas"]))
+    return pred_dir
 
 
 @torch.no_grad()
@@ -139,29 +169,85 @@ def score(pred_dir: Path | None, name: str, options: argparse.Namespace) -> dict
     return {**result, "name": name}
 
 
+def beats(method: dict, control: dict, metric: str) -> bool:
+    """Whether `method`'s raw value of `metric` is better than `control`'s."""
+    difference = method["metrics"][metric] - control["metrics"][metric]
+    return difference < 0 if LOWER_IS_BETTER[metric] else difference > 0
+
+
+def spread(runs: dict[int, dict[str, dict]]) -> dict[str, dict[str, dict[str, float]]]:
+    """{method: {metric: {mean, min, max}}} of the raw metrics over the seeds' results {seed: {method: result}}."""
+    methods = next(iter(runs.values())).keys()
+    summary = {}
+    for method in methods:
+        metrics = runs[next(iter(runs))][method]["metrics"]
+        summary[method] = {}
+        for metric in metrics:
+            values = [results[method]["metrics"][metric] for results in runs.values()]
+            summary[method][metric] = {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
+    return summary
+
+
+def verdicts(runs: dict[int, dict[str, dict]], method: str, control: str) -> dict[str, int]:
+    """{metric: in how many seeds `method` beats `control`} for the metrics of the issue's bar."""
+    return {metric: sum(beats(results[method], results[control], metric) for results in runs.values())
+            for metric in COMPARED}
+
+
+def spread_table(summary: dict) -> str:
+    """Mean [min, max] over the seeds at paper scale: one line per method."""
+    mean_rows = [{"name": method, **{key: value["mean"] for key, value in metrics.items()}}
+                 for method, metrics in summary.items()]
+    lines = ["mean over seeds:", format_table(mean_rows)]
+    for method, metrics in summary.items():
+        ranges = ", ".join(f"{key} [{value['min']:.6g}, {value['max']:.6g}]" for key, value in metrics.items())
+        lines.append(f"  raw range {method}: {ranges}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_arguments(argv)
-    checkpoints, train_seconds = {}, {}
-    for masking in MASKINGS:
-        checkpoints[masking], train_seconds[masking] = train(masking, options)
-
-    prediction_dirs = {}
-    for masking in MASKINGS:
-        module = GeneratorModule.load_for_inference(checkpoints[masking])
-        items = test_items(module, options.data_root)
-        prediction_dirs[masking] = predict(module, items, speech_of(items, False), options.out / masking / "pred")
-        if masking == "speech_queried":
-            control_dir = options.out / SHUFFLED / "pred"
-            prediction_dirs[SHUFFLED] = predict(module, items, speech_of(items, True), control_dir)
-
-    results = [score(None, "ground truth", options)]
-    results += [score(pred_dir, name, options) for name, pred_dir in prediction_dirs.items()]
-    print(format_table([table_row(result) for result in results]))
-    for masking, seconds in train_seconds.items():
-        print(f"train time {masking}: {seconds:.0f} s")
-    summary = {"train_seconds": train_seconds, "seed": options.seed, "epochs": options.epochs, "results": results}
+    reference, runs, train_seconds = {}, {}, {}
     path = options.out / "ablation.json"
-    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    for seed in options.seeds:
+        run_dir = options.out / f"seed{seed}"
+        checkpoints, train_seconds[seed] = {}, {}
+        for masking in MASKINGS:
+            checkpoints[masking], train_seconds[seed][masking] = train(masking, seed, options)
+
+        prediction_dirs = {}
+        for masking in MASKINGS:
+            module = GeneratorModule.load_for_inference(checkpoints[masking])
+            items = test_items(module, options.data_root)
+            prediction_dirs[masking] = predict(module, items, speech_of(items, False), run_dir / masking / "pred")
+            if masking == "speech_queried":
+                control_dir = run_dir / SHUFFLED / "pred"
+                prediction_dirs[SHUFFLED] = predict(module, items, speech_of(items, True), control_dir)
+        if not reference:
+            reference[GROUND_TRUTH] = score(None, GROUND_TRUTH, options)
+            oracle_dir = write_donor_ground_truth(items, options.out / "ground_truth_shuffled_audio" / "pred")
+            reference[GROUND_TRUTH_SHUFFLED] = score(oracle_dir, GROUND_TRUTH_SHUFFLED, options)
+        runs[seed] = {name: score(pred_dir, name, options) for name, pred_dir in prediction_dirs.items()}
+
+        print(f"seed {seed}:")
+        print(format_table([table_row(result) for result in [*reference.values(), *runs[seed].values()]]))
+        for masking, seconds in train_seconds[seed].items():
+            print(f"train time {masking}: {seconds:.0f} s")
+        summary = {
+            "seeds": list(runs),
+            "epochs": options.epochs,
+            "train_seconds": train_seconds,
+            "reference": reference,
+            "runs": runs,
+            "spread": spread(runs),
+            "speech_queried_beats_control": verdicts(runs, "speech_queried", SHUFFLED),
+            "speech_queried_beats_random": verdicts(runs, "speech_queried", "random"),
+        }
+        path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(spread_table(summary["spread"]))
+    for key in ("speech_queried_beats_control", "speech_queried_beats_random"):
+        counts = ", ".join(f"{metric} {count}/{len(runs)}" for metric, count in summary[key].items())
+        print(f"{key.replace('_', ' ')}: {counts} seeds")
     print(f"written: {path}")
     return 0
 

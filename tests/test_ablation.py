@@ -1,22 +1,38 @@
 """The masking ablation script's pieces that do not train (bench/ablation_masking.py): argument parsing,
-the length fitting of speech features and the shuffled-audio donors; the `make ablation` recipe (dry run)."""
+the length fitting of speech features, the shuffled-audio donors, the donor's ground truth as a perfect model's
+control, the verdicts and spread over seeds; the `make ablation` recipe (dry run)."""
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.ablation_masking import fit_length, parse_arguments, speech_of  # noqa: E402
+from bench.ablation_masking import (  # noqa: E402
+    fit_length,
+    parse_arguments,
+    speech_of,
+    spread,
+    verdicts,
+    write_donor_ground_truth,
+)
 
 
 def item(identifier: int, frames: int) -> dict:
     features = torch.full((frames, 3), float(identifier))
-    return {"id": str(identifier), "motion": torch.zeros(frames, 337), "audio_low": features, "audio_high": -features}
+    return {
+        "id": str(identifier),
+        "motion": torch.zeros(frames, 337),
+        "expressions": torch.full((frames, 100), float(identifier)),
+        "betas": torch.zeros(300),
+        "audio_low": features,
+        "audio_high": -features,
+    }
 
 
 def test_fit_length_crops_or_repeats_whole():
@@ -40,11 +56,44 @@ def test_speech_of_keeps_or_rotates_donors_and_fits_lengths():
         speech_of(items[:1], shuffled=True)
 
 
+def test_the_donors_ground_truth_fills_each_place_fitted_to_its_length(tmp_path):
+    items = [item(0, 6), item(1, 9), item(2, 4)]
+    write_donor_ground_truth(items, tmp_path)
+    for place, donor in zip(items, (1, 2, 0)):
+        written = np.load(tmp_path / f"{place['id']}.npz")
+        assert written["poses"].shape == (len(place["motion"]), 165)
+        assert np.all(written["expressions"] == donor)
+
+
 def test_arguments_defaults_and_stage1_overrides():
     options = parse_arguments(["--epochs", "5", "--stage1", "face=a.ckpt", "--stage1", "lower=b.ckpt"])
-    assert options.epochs == 5 and options.seed == 42
+    assert options.epochs == 5 and options.seeds == [42]
     assert options.stage1 == ["face=a.ckpt", "lower=b.ckpt"]
     assert options.out == Path("outputs/ablation")
+    assert parse_arguments(["--seeds", "1", "2", "3"]).seeds == [1, 2, 3]
+    with pytest.raises(SystemExit):
+        parse_arguments(["--seeds", "1", "1"])
+
+
+def result(fgd: float, bc: float) -> dict:
+    return {"metrics": {"fgd": fgd, "bc": bc}}
+
+
+def test_verdicts_count_the_seeds_where_a_method_beats_the_control_lower_fgd_higher_bc():
+    runs = {
+        1: {"model": result(0.20, 0.76), "control": result(0.21, 0.73)},  # beats on both
+        2: {"model": result(0.22, 0.75), "control": result(0.21, 0.74)},  # BC only
+        3: {"model": result(0.21, 0.74), "control": result(0.21, 0.74)},  # a tie is not a win
+    }
+    assert verdicts(runs, "model", "control") == {"fgd": 1, "bc": 2}
+    assert verdicts(runs, "control", "model") == {"fgd": 1, "bc": 0}
+
+
+def test_spread_gives_mean_min_and_max_over_seeds():
+    runs = {1: {"model": result(0.2, 0.7)}, 2: {"model": result(0.4, 0.8)}}
+    summary = spread(runs)
+    assert summary["model"]["fgd"] == pytest.approx({"mean": 0.3, "min": 0.2, "max": 0.4})
+    assert summary["model"]["bc"] == pytest.approx({"mean": 0.75, "min": 0.7, "max": 0.8})
 
 
 
@@ -54,6 +103,6 @@ def test_make_ablation_trains_stage1_on_the_larger_corpus_and_hands_every_checkp
     corpus = "data/synthetic_ablation"
     assert f"synth-data --out {corpus} --sequences-per-speaker 40 --val-per-speaker 2 --test-per-speaker 4" in dry_run
     assert f"--data.root {corpus}" in dry_run and "--trainer.logger.init_args.save_dir logs/ablation/vqvae" in dry_run
-    assert f"bench/ablation_masking.py --data-root {corpus}" in dry_run
+    assert f"bench/ablation_masking.py --data-root {corpus}" in dry_run and "--seeds 42 43 44" in dry_run
     for name in ("face", "upper", "hands", "lower", "translation"):
         assert f"--stage1 {name}=logs/ablation/vqvae/{name}/checkpoints/last.ckpt" in dry_run

@@ -126,6 +126,21 @@ def test_motion_of_other_files_is_scored_against_the_ground_truth(
     assert result["num_frames"] == gt_result["num_frames"] - 17
 
 
+def test_fgd_cannot_tell_motion_played_to_another_files_audio_but_bc_can(
+    corpus, checkpoint, test_sequences, gt_result, tmp_path
+):
+    """The shuffled-audio control of the masking ablation, done by a perfect model: every test sequence's place
+    holds the ground truth of the sequence whose audio it is given. FGD compares the two SETS of motion, which are
+    the same, so it ties the ground truth; BC pairs each motion with its own audio and drops."""
+    assert len(test_sequences) >= 2
+    rotated = test_sequences[1:] + test_sequences[:1]
+    sources = {sequence.id: donor.motion_path for sequence, donor in zip(test_sequences, rotated)}
+    result = evaluate(copy_predictions(test_sequences, tmp_path / "pred", sources), corpus, checkpoint)
+    assert abs(result["metrics"]["fgd"]) < FGD_OF_IDENTICAL_SETS
+    assert result["metrics"]["l1div"] == pytest.approx(gt_result["metrics"]["l1div"], rel=1e-9)
+    assert result["metrics"]["bc"] < gt_result["metrics"]["bc"] - 0.05
+
+
 def test_a_missing_prediction_names_the_file(corpus, checkpoint, test_sequences, tmp_path):
     pred_dir = copy_predictions(test_sequences[1:], tmp_path / "pred")
     missing = pred_dir / f"{test_sequences[0].id}.npz"
