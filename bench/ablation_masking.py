@@ -24,15 +24,19 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from einops import repeat
 
 from echomask.cli import main as echomask_main
+from echomask.data.beat2 import BEAT2Corpus, read_audio_checked, read_motion, resolve_corpus_root
 from echomask.data.datamodule import BEAT2DataModule
-from echomask.evaluation import evaluate_predictions, table_row
+from echomask.evaluation import evaluate_predictions, resolve_joint_mean_speed, table_row
 from echomask.inference import motion_to_smplx, write_smplx_npz
 from echomask.lit.generator_module import GeneratorModule
+from echomask.metrics import BeatConsistency
 from echomask.metrics.display import format_table
+from echomask.motion.kinematics import build_kinematics
 
 CONFIGS = ("experiments/generator.yaml", "experiments/demo/generator.yaml")
 MASKINGS = ("speech_queried", "random")
@@ -55,6 +59,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--fgd-checkpoint", default=FGD_CHECKPOINT, help="the FGD feature extractor")
     parser.add_argument(
+        "--reuse-checkpoints",
+        action="store_true",
+        help="skip the training of a run whose <out>/seed<seed>/<masking>/checkpoints/last.ckpt exists (rescore it)",
+    )
+    parser.add_argument(
         "--stage1",
         action="append",
         default=[],
@@ -67,9 +76,14 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return options
 
 
-def train(masking: str, seed: int, options: argparse.Namespace) -> tuple[Path, float]:
-    """Fit the tiny generator with one masking strategy and seed; (its last.ckpt, training seconds)."""
+def train(masking: str, seed: int, options: argparse.Namespace) -> tuple[Path, float | None]:
+    """Fit the tiny generator with one masking strategy and seed; (its last.ckpt, training seconds: None where
+    ``--reuse-checkpoints`` found the checkpoint)."""
     run_dir = options.out / f"seed{seed}"
+    checkpoint = run_dir / masking / "checkpoints" / "last.ckpt"
+    if options.reuse_checkpoints and checkpoint.is_file():
+        print(f"reusing {checkpoint} (not trained again)")
+        return checkpoint, None
     arguments = ["fit"]
     for config in CONFIGS:
         arguments += ["--config", config]
@@ -93,7 +107,7 @@ def train(masking: str, seed: int, options: argparse.Namespace) -> tuple[Path, f
     seconds = time.perf_counter() - started
     if status != 0:
         raise RuntimeError(f"training with masking={masking}, seed={seed} failed (exit status {status})")
-    return run_dir / masking / "checkpoints" / "last.ckpt", seconds
+    return checkpoint, seconds
 
 
 def test_items(module: GeneratorModule, data_root: str) -> list[dict]:
@@ -166,7 +180,40 @@ def score(pred_dir: Path | None, name: str, options: argparse.Namespace) -> dict
     result = evaluate_predictions(
         pred_dir, options.data_root, fgd_checkpoint=options.fgd_checkpoint, protocol=PROTOCOL, progress=False
     )
-    return {**result, "name": name}
+    return {**result, "name": name, "bc_audio": bc_own_and_next_audio(pred_dir, options.data_root)}
+
+
+def summarised(result: dict) -> dict[str, float]:
+    """The raw values of one scored result that the spread over seeds reports: its metrics, BC with the next
+    test sequence's audio and the gap to BC with its own."""
+    return {**result["metrics"], "bc_next_audio": result["bc_audio"]["next"], "bc_gap": result["bc_audio"]["gap"]}
+
+
+def bc_own_and_next_audio(pred_dir: Path | None, data_root: str) -> dict[str, float]:
+    """BC (raw, paper protocol) of the same motion against its own sequence's audio and against the next test
+    sequence's (cropped or repeated to its length): motion that follows its speech scores higher with its own.
+    Joints from each file's own body shape (`predict` writes the ground truth's).
+
+    Args:
+        pred_dir: one ``<id>.npz`` per test sequence; None: the ground truth.
+
+    Returns:
+        ``{"own": ..., "next": ..., "gap": own - next}``.
+    """
+    root = resolve_corpus_root(data_root)
+    sequences = list(BEAT2Corpus(root, splits=["test"]))
+    kinematics = build_kinematics(None)
+    joint_speed, _ = resolve_joint_mean_speed(root, kinematics, None, None)
+    scores = {key: BeatConsistency(joint_mean_speed=joint_speed, protocol=PROTOCOL) for key in ("own", "next")}
+    for sequence, following in zip(sequences, sequences[1:] + sequences[:1]):
+        motion = read_motion(sequence.motion_path if pred_dir is None else pred_dir / f"{sequence.id}.npz")
+        poses, trans, betas = (torch.from_numpy(motion[key]) for key in ("poses", "trans", "betas"))
+        joints = kinematics(poses, trans, betas=betas)
+        audio = read_audio_checked(sequence.audio_path)
+        scores["own"].update(joints, audio)
+        scores["next"].update(joints, np.resize(read_audio_checked(following.audio_path), len(audio)))
+    own, following = (float(scores[key].compute()) for key in ("own", "next"))
+    return {"own": own, "next": following, "gap": own - following}
 
 
 def beats(method: dict, control: dict, metric: str) -> bool:
@@ -176,15 +223,15 @@ def beats(method: dict, control: dict, metric: str) -> bool:
 
 
 def spread(runs: dict[int, dict[str, dict]]) -> dict[str, dict[str, dict[str, float]]]:
-    """{method: {metric: {mean, min, max}}} of the raw metrics over the seeds' results {seed: {method: result}}."""
-    methods = next(iter(runs.values())).keys()
+    """{method: {value: {mean, min, max}}} of the :func:`summarised` values over the seeds' results
+    {seed: {method: result}}."""
+    first = next(iter(runs.values()))
     summary = {}
-    for method in methods:
-        metrics = runs[next(iter(runs))][method]["metrics"]
+    for method, result in first.items():
         summary[method] = {}
-        for metric in metrics:
-            values = [results[method]["metrics"][metric] for results in runs.values()]
-            summary[method][metric] = {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
+        for key in summarised(result):
+            values = [summarised(results[method])[key] for results in runs.values()]
+            summary[method][key] = {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
     return summary
 
 
@@ -195,13 +242,14 @@ def verdicts(runs: dict[int, dict[str, dict]], method: str, control: str) -> dic
 
 
 def spread_table(summary: dict) -> str:
-    """Mean [min, max] over the seeds at paper scale: one line per method."""
-    mean_rows = [{"name": method, **{key: value["mean"] for key, value in metrics.items()}}
-                 for method, metrics in summary.items()]
-    lines = ["mean over seeds:", format_table(mean_rows)]
-    for method, metrics in summary.items():
-        ranges = ", ".join(f"{key} [{value['min']:.6g}, {value['max']:.6g}]" for key, value in metrics.items())
-        lines.append(f"  raw range {method}: {ranges}")
+    """The means over the seeds as a paper-style table, then every raw value's mean [min, max] per method."""
+    mean_rows = [{"name": method, **{key: value["mean"] for key, value in values.items()}}
+                 for method, values in summary.items()]
+    lines = ["mean over seeds:", format_table(mean_rows), "raw mean [min, max] over seeds:"]
+    for method, values in summary.items():
+        ranges = ", ".join(f"{key} {value['mean']:.6g} [{value['min']:.6g}, {value['max']:.6g}]"
+                           for key, value in values.items())
+        lines.append(f"  {method}: {ranges}")
     return "\n".join(lines)
 
 
@@ -231,8 +279,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"seed {seed}:")
         print(format_table([table_row(result) for result in [*reference.values(), *runs[seed].values()]]))
+        print("BC (raw) of the same motion with its own audio / the next test sequence's (gap):")
+        for result in [*reference.values(), *runs[seed].values()]:
+            bc = result["bc_audio"]
+            print(f"  {result['name']}: {bc['own']:.4f} / {bc['next']:.4f} ({bc['gap']:+.4f})")
         for masking, seconds in train_seconds[seed].items():
-            print(f"train time {masking}: {seconds:.0f} s")
+            print(f"train time {masking}: " + ("reused checkpoint" if seconds is None else f"{seconds:.0f} s"))
         summary = {
             "seeds": list(runs),
             "epochs": options.epochs,

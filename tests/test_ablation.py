@@ -13,7 +13,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from echomask.data.beat2 import BEAT2Corpus  # noqa: E402
+
+from bench import ablation_masking  # noqa: E402
 from bench.ablation_masking import (  # noqa: E402
+    bc_own_and_next_audio,
     fit_length,
     parse_arguments,
     speech_of,
@@ -75,8 +79,25 @@ def test_arguments_defaults_and_stage1_overrides():
         parse_arguments(["--seeds", "1", "1"])
 
 
-def result(fgd: float, bc: float) -> dict:
-    return {"metrics": {"fgd": fgd, "bc": bc}}
+def test_reuse_checkpoints_skips_only_the_runs_that_have_one(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ablation_masking, "echomask_main", lambda arguments: calls.append(arguments) or 0)
+    existing = tmp_path / "seed7" / "random" / "checkpoints" / "last.ckpt"
+    existing.parent.mkdir(parents=True)
+    existing.touch()
+    options = parse_arguments(["--out", str(tmp_path), "--reuse-checkpoints"])
+    assert ablation_masking.train("random", 7, options) == (existing, None)
+    assert calls == []
+    path, seconds = ablation_masking.train("speech_queried", 7, options)
+    assert path == tmp_path / "seed7" / "speech_queried" / "checkpoints" / "last.ckpt" and seconds >= 0
+    assert "--seed_everything=7" in calls[0] and "--model.init_args.masking=speech_queried" in calls[0]
+    options.reuse_checkpoints = False
+    ablation_masking.train("random", 7, options)
+    assert len(calls) == 2  # without the flag an existing checkpoint is trained again
+
+
+def result(fgd: float, bc: float, bc_next: float = 0.6) -> dict:
+    return {"metrics": {"fgd": fgd, "bc": bc}, "bc_audio": {"own": bc, "next": bc_next, "gap": bc - bc_next}}
 
 
 def test_verdicts_count_the_seeds_where_a_method_beats_the_control_lower_fgd_higher_bc():
@@ -90,10 +111,22 @@ def test_verdicts_count_the_seeds_where_a_method_beats_the_control_lower_fgd_hig
 
 
 def test_spread_gives_mean_min_and_max_over_seeds():
-    runs = {1: {"model": result(0.2, 0.7)}, 2: {"model": result(0.4, 0.8)}}
+    runs = {1: {"model": result(0.2, 0.7, bc_next=0.7)}, 2: {"model": result(0.4, 0.8, bc_next=0.6)}}
     summary = spread(runs)
     assert summary["model"]["fgd"] == pytest.approx({"mean": 0.3, "min": 0.2, "max": 0.4})
     assert summary["model"]["bc"] == pytest.approx({"mean": 0.75, "min": 0.7, "max": 0.8})
+    assert summary["model"]["bc_next_audio"] == pytest.approx({"mean": 0.65, "min": 0.6, "max": 0.7})
+    assert summary["model"]["bc_gap"] == pytest.approx({"mean": 0.1, "min": 0.0, "max": 0.2})
+
+
+def test_ground_truth_scores_higher_bc_with_its_own_audio_than_with_the_next_sequences(synthetic_corpus, tmp_path):
+    own = bc_own_and_next_audio(None, str(synthetic_corpus))
+    assert own["gap"] == pytest.approx(own["own"] - own["next"]) and own["gap"] > 0.02
+    sequences = list(BEAT2Corpus(synthetic_corpus, splits=["test"]))
+    for sequence, following in zip(sequences, sequences[1:] + sequences[:1]):
+        shutil.copyfile(following.motion_path, tmp_path / f"{sequence.id}.npz")
+    played_to_the_previous = bc_own_and_next_audio(tmp_path, str(synthetic_corpus))
+    assert played_to_the_previous["gap"] < -0.02  # each motion scores higher with the audio it was made for
 
 
 
