@@ -80,14 +80,17 @@ bench: install
 # vs random masking vs a shuffled-audio control; outputs/ablation/). FGD: the demo evaluator (logs/evaluator/).
 ABLATION_ROOT := data/synthetic_ablation
 ABLATION_EPOCHS ?= 12
-ABLATION_SEEDS ?= 42 43 44
+ABLATION_SEEDS ?= 42 43
 ABLATION_STAGE1_EPOCHS ?= 10
+# The upper body and the translation carry the rhythm BC reads: at 10 epochs their round trip keeps almost none of it.
+ABLATION_STAGE1_EPOCHS_RHYTHM ?= 40
 ablation: install
 	$(ECHOMASK) synth-data --out $(ABLATION_ROOT) --sequences-per-speaker 40 --val-per-speaker 2 --test-per-speaker 4
 	test -f logs/evaluator/checkpoints/last.ckpt || $(MAKE) train-evaluator
 	for part in $(STAGE1_PARTS); do \
+	  case $$part in upper|translation) epochs=$(ABLATION_STAGE1_EPOCHS_RHYTHM);; *) epochs=$(ABLATION_STAGE1_EPOCHS);; esac; \
 	  $(ECHOMASK) fit --config experiments/vqvae/base.yaml --config experiments/demo/vqvae.yaml \
-	    --config experiments/vqvae/$$part.yaml --data.root $(ABLATION_ROOT) --trainer.max_epochs $(ABLATION_STAGE1_EPOCHS) \
+	    --config experiments/vqvae/$$part.yaml --data.root $(ABLATION_ROOT) --trainer.max_epochs $$epochs \
 	    --trainer.logger.init_args.save_dir logs/ablation/vqvae || exit 1; \
 	done
 	$(PY) bench/ablation_masking.py --data-root $(ABLATION_ROOT) --epochs $(ABLATION_EPOCHS) --out outputs/ablation \

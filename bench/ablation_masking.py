@@ -10,9 +10,11 @@ Steps (run from the repository root: the configs name the stage-1 checkpoints re
 2. generate the test split with each model, plus a shuffled-audio control: the speech-queried model driven by
    ANOTHER test sequence's speech features (cropped or repeated to the length), seeded with the ground truth's
    first 4 frames as the test loop does;
-3. score them with ``evaluate_predictions`` (paper protocol, the FGD evaluator), next to the ground truth and
-   the ground truth of the donor sequence scored in each sequence's place (what a perfect speech-driven model
-   would produce from the control's audio: it calibrates what the control can show on each metric);
+3. score them with ``evaluate_predictions`` (paper protocol, the FGD evaluator), next to the ground truth, the
+   ground truth of the donor sequence scored in each sequence's place (what a perfect speech-driven model
+   would produce from the control's audio: it calibrates what the control can show on each metric) and the
+   ground truth through stage 1 (its tokens decoded: what a perfect token predictor would produce); each
+   row also gets BC of the same motion with the next test sequence's audio;
 4. print one paper-style table per seed and the spread over seeds, and write ``<out>/ablation.json``
    (rewritten after every seed).
 """
@@ -32,7 +34,7 @@ from echomask.cli import main as echomask_main
 from echomask.data.beat2 import BEAT2Corpus, read_audio_checked, read_motion, resolve_corpus_root
 from echomask.data.datamodule import BEAT2DataModule
 from echomask.evaluation import evaluate_predictions, resolve_joint_mean_speed, table_row
-from echomask.inference import motion_to_smplx, write_smplx_npz
+from echomask.inference import START_XZ_COLUMNS, MotionSynthesizer, motion_to_smplx, write_smplx_npz
 from echomask.lit.generator_module import GeneratorModule
 from echomask.metrics import BeatConsistency
 from echomask.metrics.display import format_table
@@ -43,6 +45,7 @@ MASKINGS = ("speech_queried", "random")
 SHUFFLED = "shuffled_audio"  # the control: speech_queried model, another sequence's speech
 GROUND_TRUTH = "ground truth"
 GROUND_TRUTH_SHUFFLED = "ground truth, another file's audio"  # the donor's motion in each sequence's place
+STAGE1_ROUND_TRIP = "ground truth through stage 1"  # its tokens decoded: a perfect token predictor's motion
 COMPARED = ("fgd", "bc")  # the issue's bar: the generator beats the control on both
 LOWER_IS_BETTER = {"fgd": True, "bc": False}
 FGD_CHECKPOINT = "logs/evaluator/checkpoints/last.ckpt"
@@ -157,6 +160,23 @@ def write_donor_ground_truth(items: list[dict], pred_dir: Path) -> Path:
 
 
 @torch.no_grad()
+def write_stage1_round_trip(synthesizer: MotionSynthesizer, items: list[dict], pred_dir: Path) -> Path:
+    """Each sequence's ground truth encoded to stage-1 tokens and decoded again (translation from the stage-1
+    translation model, started at the ground truth's first x/z), as the generator's motion is: what predicting
+    every token right would give. Frames after the last whole token keep the ground truth. Writes <id>.npz."""
+    frames_per_token = synthesizer.frames_per_token
+    for item in items:
+        tokenized = len(item["motion"]) // frames_per_token * frames_per_token
+        motion, expressions = item["motion"][None, :tokenized], item["expressions"][None, :tokenized]
+        indices = {part: target[0] for part, target in synthesizer.encode_targets(motion, expressions).items()}
+        decoded, decoded_expressions = synthesizer.decode(indices, motion[:, 0, START_XZ_COLUMNS])
+        motion = torch.cat([decoded[0], item["motion"][tokenized:]])
+        expressions = torch.cat([decoded_expressions[0], item["expressions"][tokenized:]])
+        write_smplx_npz(pred_dir / f"{item['id']}.npz", motion_to_smplx(motion, expressions, item["betas"]))
+    return pred_dir
+
+
+@torch.no_grad()
 def predict(module: GeneratorModule, items: list[dict], speech: list, pred_dir: Path) -> Path:
     """Generate every test sequence from the given speech features, seeded as the test loop; write <id>.npz."""
     seed = module.hparams.seed_frames
@@ -181,6 +201,18 @@ def score(pred_dir: Path | None, name: str, options: argparse.Namespace) -> dict
         pred_dir, options.data_root, fgd_checkpoint=options.fgd_checkpoint, protocol=PROTOCOL, progress=False
     )
     return {**result, "name": name, "bc_audio": bc_own_and_next_audio(pred_dir, options.data_root)}
+
+
+def score_references(synthesizer: MotionSynthesizer, items: list[dict], options: argparse.Namespace) -> dict:
+    """The rows every run is read against: the ground truth, the donor's ground truth in each place (a perfect
+    model's shuffled-audio control) and the ground truth through stage 1 (a perfect token predictor)."""
+    donor_dir = write_donor_ground_truth(items, options.out / "ground_truth_shuffled_audio" / "pred")
+    round_trip_dir = write_stage1_round_trip(synthesizer, items, options.out / "ground_truth_stage1" / "pred")
+    return {
+        GROUND_TRUTH: score(None, GROUND_TRUTH, options),
+        GROUND_TRUTH_SHUFFLED: score(donor_dir, GROUND_TRUTH_SHUFFLED, options),
+        STAGE1_ROUND_TRIP: score(round_trip_dir, STAGE1_ROUND_TRIP, options),
+    }
 
 
 def summarised(result: dict) -> dict[str, float]:
@@ -271,10 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             if masking == "speech_queried":
                 control_dir = run_dir / SHUFFLED / "pred"
                 prediction_dirs[SHUFFLED] = predict(module, items, speech_of(items, True), control_dir)
-        if not reference:
-            reference[GROUND_TRUTH] = score(None, GROUND_TRUTH, options)
-            oracle_dir = write_donor_ground_truth(items, options.out / "ground_truth_shuffled_audio" / "pred")
-            reference[GROUND_TRUTH_SHUFFLED] = score(oracle_dir, GROUND_TRUTH_SHUFFLED, options)
+        if not reference:  # the stage-1 models are frozen: the same in every run
+            reference = score_references(module.synthesizer, items, options)
         runs[seed] = {name: score(pred_dir, name, options) for name, pred_dir in prediction_dirs.items()}
 
         print(f"seed {seed}:")

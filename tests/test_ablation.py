@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from echomask.data.beat2 import BEAT2Corpus  # noqa: E402
+from echomask.inference import START_XZ_COLUMNS  # noqa: E402
 
 from bench import ablation_masking  # noqa: E402
 from bench.ablation_masking import (  # noqa: E402
@@ -24,6 +25,7 @@ from bench.ablation_masking import (  # noqa: E402
     spread,
     verdicts,
     write_donor_ground_truth,
+    write_stage1_round_trip,
 )
 
 
@@ -67,6 +69,37 @@ def test_the_donors_ground_truth_fills_each_place_fitted_to_its_length(tmp_path)
         written = np.load(tmp_path / f"{place['id']}.npz")
         assert written["poses"].shape == (len(place["motion"]), 165)
         assert np.all(written["expressions"] == donor)
+
+
+class FakeSynthesizer:
+    """Stage 1 stand-in: records what it encodes and decodes every token to frames of expression 7."""
+
+    frames_per_token = 4
+
+    def __init__(self):
+        self.encoded_frames, self.start_xz = [], []
+
+    def encode_targets(self, motion, expressions):
+        self.encoded_frames.append(motion.shape[1])
+        tokens = motion.shape[1] // self.frames_per_token
+        return {"upper": (torch.zeros(1, tokens, 2, dtype=torch.long), None)}
+
+    def decode(self, indices, start_xz):
+        self.start_xz.append(start_xz)
+        frames = indices["upper"].shape[1] * self.frames_per_token
+        return torch.zeros(1, frames, 337), torch.full((1, frames, 100), 7.0)
+
+
+def test_the_stage1_round_trip_decodes_the_whole_tokens_and_keeps_the_rest(tmp_path):
+    items = [item(1, 10), item(2, 8)]
+    items[0]["motion"][0, START_XZ_COLUMNS] = torch.tensor([0.5, -0.25])
+    synthesizer = FakeSynthesizer()
+    write_stage1_round_trip(synthesizer, items, tmp_path)
+    assert synthesizer.encoded_frames == [8, 8]  # whole tokens only
+    assert torch.equal(synthesizer.start_xz[0], torch.tensor([[0.5, -0.25]]))  # translation starts at the GT's
+    first = np.load(tmp_path / "1.npz")["expressions"]
+    assert first.shape == (10, 100) and np.all(first[:8] == 7) and np.all(first[8:] == 1)
+    assert np.all(np.load(tmp_path / "2.npz")["expressions"] == 7)
 
 
 def test_arguments_defaults_and_stage1_overrides():
@@ -136,6 +169,7 @@ def test_make_ablation_trains_stage1_on_the_larger_corpus_and_hands_every_checkp
     corpus = "data/synthetic_ablation"
     assert f"synth-data --out {corpus} --sequences-per-speaker 40 --val-per-speaker 2 --test-per-speaker 4" in dry_run
     assert f"--data.root {corpus}" in dry_run and "--trainer.logger.init_args.save_dir logs/ablation/vqvae" in dry_run
-    assert f"bench/ablation_masking.py --data-root {corpus}" in dry_run and "--seeds 42 43 44" in dry_run
+    assert "upper|translation) epochs=40;; *) epochs=10;;" in dry_run  # the rhythm-carrying parts train longer
+    assert f"bench/ablation_masking.py --data-root {corpus}" in dry_run and "--seeds 42 43 " in dry_run
     for name in ("face", "upper", "hands", "lower", "translation"):
         assert f"--stage1 {name}=logs/ablation/vqvae/{name}/checkpoints/last.ckpt" in dry_run
