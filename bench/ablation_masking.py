@@ -134,7 +134,7 @@ def fit_length(features: torch.Tensor, frames: int) -> torch.Tensor:
     return repeat(features, "t f -> (n t) f", n=copies)[:frames]
 
 
-def donors_of(items: list[dict], shuffled: bool) -> list[dict]:
+def donors_of(items: list, shuffled: bool) -> list:
     """The item whose speech drives each item: itself, or (shuffled) the next item in the list."""
     if shuffled and len(items) < 2:
         raise ValueError(f"the shuffled-audio control needs at least 2 test sequences, the split has {len(items)}")
@@ -237,7 +237,7 @@ def bc_own_and_next_audio(pred_dir: Path | None, data_root: str) -> dict[str, fl
     kinematics = build_kinematics(None)
     joint_speed, _ = resolve_joint_mean_speed(root, kinematics, None, None)
     scores = {key: BeatConsistency(joint_mean_speed=joint_speed, protocol=PROTOCOL) for key in ("own", "next")}
-    for sequence, following in zip(sequences, sequences[1:] + sequences[:1]):
+    for sequence, following in zip(sequences, donors_of(sequences, shuffled=True)):
         motion = read_motion(sequence.motion_path if pred_dir is None else pred_dir / f"{sequence.id}.npz")
         poses, trans, betas = (torch.from_numpy(motion[key]) for key in ("poses", "trans", "betas"))
         joints = kinematics(poses, trans, betas=betas)
@@ -248,7 +248,7 @@ def bc_own_and_next_audio(pred_dir: Path | None, data_root: str) -> dict[str, fl
     return {"own": own, "next": following, "gap": own - following}
 
 
-def beats(method: dict, control: dict, metric: str) -> bool:
+def better_than(method: dict, control: dict, metric: str) -> bool:
     """Whether `method`'s raw value of `metric` is better than `control`'s."""
     difference = method["metrics"][metric] - control["metrics"][metric]
     return difference < 0 if LOWER_IS_BETTER[metric] else difference > 0
@@ -269,7 +269,7 @@ def spread(runs: dict[int, dict[str, dict]]) -> dict[str, dict[str, dict[str, fl
 
 def verdicts(runs: dict[int, dict[str, dict]], method: str, control: str) -> dict[str, int]:
     """{metric: in how many seeds `method` beats `control`} for the metrics of the issue's bar."""
-    return {metric: sum(beats(results[method], results[control], metric) for results in runs.values())
+    return {metric: sum(better_than(results[method], results[control], metric) for results in runs.values())
             for metric in COMPARED}
 
 
