@@ -1,0 +1,1 @@
+"""Compatibility with the published EchoMask release: its weight recipe, checkpoint files and key names."""
