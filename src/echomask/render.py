@@ -45,13 +45,13 @@ FRAMING_MARGIN = 0.05  # metres kept free around the body
 CAMERA_SMOOTHING_SECONDS = 1.0  # the camera follows the pelvis averaged over this window
 FLOOR_TICK_METRES = 0.5
 HAND_MARGIN = 1.15  # the hand close-ups fit the farthest hand joint from the hand's centre over the clip, × this
-JAW_FULL_OPEN = 0.35  # rad of jaw rotation drawn as a fully open mouth and a full jaw bar
+JAW_FULL_OPEN = 0.08  # rad of jaw rotation drawn as a fully open mouth and a full jaw bar (BEAT2 2_scott_0_1_1: 99th percentile 0.051)
 EXPRESSION_BARS = 10  # the first FLAME coefficients, drawn as bars
 EXPRESSION_FULL_BAR = 2.0  # |coefficient| drawn as a full bar (larger values are clipped)
 FRONT_WIDTH, SIDE_WIDTH = 0.75, 0.6  # view panel widths as fractions of the panel height
 DETAIL_ROWS = 3  # face, left hand, right hand: the detail column is height / 3 wide
 TITLE_FRACTION, TIME_FRACTION = 0.055, 0.05  # label and time bands as fractions of the panel height
-X264_PRESET = "veryfast"  # libx264 speed/size trade-off of the mp4s
+X264_PRESET = "ultrafast"  # libx264 speed/size trade-off of the mp4s
 
 WHITE, BLACK, GREY, LIGHT_GREY = (255, 255, 255), (30, 30, 30), (120, 120, 120), (200, 200, 200)
 SIDE_COLOURS = {"left": (31, 119, 180), "right": (214, 39, 40), "centre": (60, 60, 60)}
@@ -118,7 +118,7 @@ class ViewFraming:
     """Where one view of one motion lands in a ``width`` × ``height`` panel.
 
     ``centres`` (T,) is the camera's horizontal world coordinate (along ``axis``) per frame, ``scale`` pixels per
-    metre, and the world height ``floor`` is drawn ``margin`` pixels above the panel's bottom edge.
+    metre, and the world height ``floor`` (the lowest joint) is drawn ``margin`` pixels above the panel's bottom.
     """
 
     axis: int
@@ -155,9 +155,9 @@ def fit_views(
     """
     window = max(1, round(CAMERA_SMOOTHING_SECONDS * fps))
     heads = [head_centres(joints) for joints in motions]
-    floor = min(float(joints[..., 1].min()) for joints in motions) - FRAMING_MARGIN
+    floor = min(float(joints[..., 1].min()) for joints in motions)
     top = max(max(float(joints[..., 1].max()), float(head[:, 1].max()) + HEAD_RADIUS) for joints, head in zip(motions, heads))
-    scale = height / (top + FRAMING_MARGIN - floor)
+    scale = height / (top - floor + 2 * FRAMING_MARGIN)
     centres = []
     for joints, head in zip(motions, heads):
         centres.append({view: _moving_average(joints[:, PELVIS, VIEW_AXES[view]], window) for view in panel_widths})
@@ -165,10 +165,11 @@ def fit_views(
             axis, centre = VIEW_AXES[view], centres[-1][view]
             reach = max(np.abs(joints[..., axis] - centre[:, None]).max(), np.abs(head[:, axis] - centre).max() + HEAD_RADIUS)
             scale = min(scale, width / (2 * (reach + FRAMING_MARGIN)))
-    margin = FRAMING_MARGIN * scale
+    # the body's height, with its margins, centred in the panel
+    above_floor = (height - (top - floor + 2 * FRAMING_MARGIN) * scale) / 2 + FRAMING_MARGIN * scale
     return [
         {
-            view: ViewFraming(VIEW_AXES[view], motion_centres[view], scale, floor + FRAMING_MARGIN, width, height, margin)
+            view: ViewFraming(VIEW_AXES[view], motion_centres[view], scale, floor, width, height, above_floor)
             for view, width in panel_widths.items()
         }
         for motion_centres in centres
@@ -219,7 +220,7 @@ def _draw_floor(draw: ImageDraw.ImageDraw, framing: ViewFraming, frame: int, off
     centre = framing.centres[frame]
     for tick in np.arange(np.ceil((centre - half_span) / FLOOR_TICK_METRES), (centre + half_span) / FLOOR_TICK_METRES):
         column = left + framing.width / 2 + (tick * FLOOR_TICK_METRES - centre) * framing.scale
-        draw.line([column, row, column, row + 0.6 * framing.margin], fill=LIGHT_GREY, width=1)
+        draw.line([column, row, column, row + 0.6 * FRAMING_MARGIN * framing.scale], fill=LIGHT_GREY, width=1)
 
 
 def _draw_view(
@@ -336,6 +337,17 @@ class VideoLayout:
         row = ("face", *WRISTS).index(name)
         return (left + sum(widths.values()), top + row * self.detail_size, self.detail_size, self.detail_size)
 
+    @property
+    def small_font_size(self) -> int:
+        return max(9, self.height // 40)
+
+    def time_bar(self, fraction: float) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) of the first `fraction` of the time bar."""
+        width, _ = self.size
+        left, right = 0.45 * width, width - 8
+        top = self.title_height + self.height + 0.3 * self.time_height
+        return left, top, left + (right - left) * fraction, top + 0.4 * self.time_height
+
 
 @dataclass(frozen=True)
 class _Block:
@@ -348,10 +360,78 @@ class _Block:
     trans: np.ndarray  # (T, 3) metres
 
 
+@dataclass(frozen=True)
+class _FacePanel:
+    """Geometry of the face panel of a square box (left, top, size): a face whose mouth opens with the jaw angle,
+    a jaw bar with the angle in rad, and the first expression coefficients as bars around a zero line."""
+
+    left: float
+    top: float
+    size: float
+
+    def at(self, x: float, y: float) -> tuple[float, float]:
+        """Pixels of a point given in fractions of the panel."""
+        return self.left + x * self.size, self.top + y * self.size
+
+    @property
+    def font_size(self) -> int:
+        return max(9, round(self.size / 12))
+
+    def draw_static(self, draw: ImageDraw.ImageDraw) -> None:
+        (x, y), radius = self.at(0.3, 0.33), 0.2 * self.size
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline=GREY, width=2)
+        for eye_x in (x - 0.35 * radius, x + 0.35 * radius):
+            draw.ellipse([eye_x - 2, y - 0.35 * radius - 2, eye_x + 2, y - 0.35 * radius + 2], fill=GREY)
+        draw.rectangle([*self.at(0.6, 0.13), *self.at(0.67, 0.53)], outline=GREY)
+        font = _font(self.font_size)
+        draw.text(self.at(0.7, 0.13), "jaw", fill=BLACK, font=font)
+        draw.text(self.at(0.7, 0.13 + 2.4 / 12), "rad", fill=BLACK, font=font)
+        draw.line([*self.at(0.05, 0.79), *self.at(0.95, 0.79)], fill=LIGHT_GREY)
+        draw.text(self.at(0.03, 0.98), f"expressions 1-{EXPRESSION_BARS}", fill=GREY, font=font, anchor="ld")
+
+    def draw(self, draw: ImageDraw.ImageDraw, jaw: float, expressions: np.ndarray) -> None:
+        opening = float(np.clip(jaw / JAW_FULL_OPEN, 0.0, 1.0))
+        (x, y), radius = self.at(0.3, 0.33), 0.2 * self.size
+        half_width, half_height = 0.45 * radius, 1 + 0.4 * radius * opening
+        draw.ellipse([x - half_width, y + 0.4 * radius - half_height, x + half_width, y + 0.4 * radius + half_height], fill=SIDE_COLOURS["right"])
+        bar_left, bar_top = self.at(0.6, 0.13)
+        bar_right, bar_bottom = self.at(0.67, 0.53)
+        draw.rectangle([bar_left, bar_top + (bar_bottom - bar_top) * (1 - opening), bar_right, bar_bottom], fill=SIDE_COLOURS["right"])
+        (left, zero), half, step = self.at(0.05, 0.79), 0.13 * self.size, 0.9 * self.size / EXPRESSION_BARS
+        for index, value in enumerate(np.clip(expressions / EXPRESSION_FULL_BAR, -1.0, 1.0)):
+            x = left + index * step
+            draw.rectangle([x + 1, min(zero, zero - value * half), x + step - 2, max(zero, zero - value * half)], fill=GREY)
+
+    def stamp(self, pixels: np.ndarray, jaw: float) -> None:
+        """The jaw angle's digits."""
+        _stamp(pixels, self.at(0.7, 0.13 + 1.2 / 12), f"{jaw:.3f}", self.font_size, BLACK)
+
+
+@cache
+def _glyph(character: str, size: int, colour: tuple[int, int, int]) -> np.ndarray:
+    """(H, W, 3) uint8: one character on white, as wide as the font advances, as high as its ascent + descent."""
+    font = _font(size)
+    glyph = Image.new("RGB", (max(1, round(font.getlength(character))), sum(font.getmetrics())), WHITE)
+    ImageDraw.Draw(glyph).text((0, 0), character, fill=colour, font=font)
+    return np.asarray(glyph)
+
+
+def _stamp(pixels: np.ndarray, position: tuple[float, float], text: str, size: int, colour: tuple[int, int, int]) -> None:
+    """Write text that changes every frame into (H, W, 3) `pixels` from cached glyphs (PIL's text drawing is
+    the slowest call of a frame); `position` is the top-left corner; the darker of text and picture wins."""
+    x, y = round(position[0]), round(position[1])
+    for character in text:
+        glyph = _glyph(character, size, colour)
+        region = pixels[y : y + glyph.shape[0], x : x + glyph.shape[1]]
+        np.minimum(region, glyph[: region.shape[0], : region.shape[1]], out=region)
+        x += glyph.shape[1]
+
+
 def _background(layout: VideoLayout) -> Image.Image:
+    """Everything that does not move: labels, panel frames and names, the face panel's fixed parts, the time bar."""
     image = Image.new("RGB", layout.size, WHITE)
     draw = ImageDraw.Draw(image)
-    label_font, small = _font(round(0.6 * layout.title_height)), _font(max(9, layout.height // 40))
+    label_font, small = _font(round(0.6 * layout.title_height)), _font(layout.small_font_size)
     for block, label in enumerate(layout.labels):
         centre = (block + 0.5) * layout.block_width
         draw.text((centre, layout.title_height / 2), label, fill=BLACK, font=label_font, anchor="mm")
@@ -359,35 +439,9 @@ def _background(layout: VideoLayout) -> Image.Image:
             left, top, width, height = layout.panel(block, name)
             draw.rectangle([left, top, left + width - 1, top + height - 1], outline=LIGHT_GREY)
             draw.text((left + 4, top + 3), name, fill=GREY, font=small)
+        _FacePanel(*layout.panel(block, "face")[:3]).draw_static(draw)
+    draw.rectangle(layout.time_bar(1.0), outline=GREY)
     return image
-
-
-def _draw_face(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], jaw: float, expressions: np.ndarray) -> None:
-    """A face whose mouth opens with the jaw angle, the angle with a bar, and the expression coefficients as bars."""
-    left, top, size, _ = box
-    font = _font(max(9, size // 12))
-    opening = float(np.clip(jaw / JAW_FULL_OPEN, 0.0, 1.0))
-    face_x, face_y, face_radius = left + 0.3 * size, top + 0.33 * size, 0.2 * size
-    draw.ellipse([face_x - face_radius, face_y - face_radius, face_x + face_radius, face_y + face_radius], outline=GREY, width=2)
-    for eye_x in (face_x - 0.35 * face_radius, face_x + 0.35 * face_radius):
-        draw.ellipse([eye_x - 2, face_y - 0.35 * face_radius - 2, eye_x + 2, face_y - 0.35 * face_radius + 2], fill=GREY)
-    mouth_y, mouth_half_width = face_y + 0.4 * face_radius, 0.45 * face_radius
-    mouth_half_height = 1 + opening * 0.4 * face_radius
-    draw.ellipse(
-        [face_x - mouth_half_width, mouth_y - mouth_half_height, face_x + mouth_half_width, mouth_y + mouth_half_height],
-        fill=SIDE_COLOURS["right"],
-    )
-    bar_left, bar_top, bar_width, bar_height = left + 0.6 * size, top + 0.13 * size, 0.07 * size, 0.4 * size
-    draw.rectangle([bar_left, bar_top, bar_left + bar_width, bar_top + bar_height], outline=GREY)
-    bar_level = bar_top + bar_height * (1 - opening)
-    draw.rectangle([bar_left, bar_level, bar_left + bar_width, bar_top + bar_height], fill=SIDE_COLOURS["right"])
-    draw.text((bar_left + bar_width + 4, bar_top), f"jaw\n{jaw:.2f}\nrad", fill=BLACK, font=font)
-    zero, half, step = top + 0.79 * size, 0.13 * size, 0.9 * size / EXPRESSION_BARS
-    draw.line([left + 0.05 * size, zero, left + 0.95 * size, zero], fill=LIGHT_GREY)
-    for index, value in enumerate(np.clip(expressions / EXPRESSION_FULL_BAR, -1.0, 1.0)):
-        x = left + 0.05 * size + index * step
-        draw.rectangle([x + 1, min(zero, zero - value * half), x + step - 2, max(zero, zero - value * half)], fill=GREY)
-    draw.text((left + 4, top + size - 3), f"expressions 1-{EXPRESSION_BARS}", fill=GREY, font=font, anchor="ld")
 
 
 def _hand_scale(motions: Sequence[np.ndarray], size: int) -> float:
@@ -412,16 +466,11 @@ def _draw_hand(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], joints
             draw.line([pixels[joint] for joint in chain], fill=SIDE_COLOURS[side], width=width, joint="curve")
 
 
-def _draw_time(draw: ImageDraw.ImageDraw, layout: VideoLayout, frame: int, frames: int, fps: float) -> None:
-    width, _ = layout.size
+def _stamp_time(pixels: np.ndarray, layout: VideoLayout, frame: int, frames: int, fps: float) -> None:
     top = layout.title_height + layout.height
-    font = _font(round(0.6 * layout.time_height))
     text = f"{frame / fps:6.2f} s / {frames / fps:.2f} s    frame {frame + 1} / {frames}"
-    draw.text((6, top + layout.time_height / 2), text, fill=BLACK, font=font, anchor="lm")
-    bar_left, bar_right = 0.45 * width, width - 8
-    bar_top, bar_bottom = top + 0.3 * layout.time_height, top + 0.7 * layout.time_height
-    draw.rectangle([bar_left, bar_top, bar_right, bar_bottom], outline=GREY)
-    draw.rectangle([bar_left, bar_top, bar_left + (bar_right - bar_left) * (frame + 1) / frames, bar_bottom], fill=GREY)
+    size = round(0.6 * layout.time_height)
+    _stamp(pixels, (6, top + (layout.time_height - sum(_font(size).getmetrics())) / 2), text, size, BLACK)
 
 
 def _check_arrays(label: str, arrays: Mapping[str, np.ndarray]) -> None:
@@ -479,23 +528,29 @@ def motion_video_frames(
 def _frames(layout: VideoLayout, blocks: list[_Block], frames: int, fps: float, hand_scale: float) -> Iterator[np.ndarray]:
     background = _background(layout)
     width = _line_width(layout.height)
-    small = _font(max(9, layout.height // 40))
+    small = layout.small_font_size
     projected = [{view: _project(framing, block.joints) for view, framing in block.views.items()} for block in blocks]
+    faces = [_FacePanel(*layout.panel(index, "face")[:3]) for index in range(len(blocks))]
     for frame in range(frames):
         image = background.copy()
         draw = ImageDraw.Draw(image)
-        for index, (block, views) in enumerate(zip(blocks, projected)):
+        for index, (block, views, face) in enumerate(zip(blocks, projected, faces)):
             for view, (pixels, heads) in views.items():
                 left, top, _, _ = layout.panel(index, view)
                 _draw_view(draw, block.views[view], frame, pixels[frame], heads[frame], (left, top), width)
-            left, top, _, panel_height = layout.panel(index, "front")
-            x, _, z = block.trans[frame]
-            draw.text((left + 4, top + panel_height - 3), f"root x {x:+.2f} m  z {z:+.2f} m", fill=GREY, font=small, anchor="ld")
-            _draw_face(draw, layout.panel(index, "face"), float(block.jaw[frame]), block.expressions[frame])
+            face.draw(draw, float(block.jaw[frame]), block.expressions[frame])
             for name, wrist in WRISTS.items():
                 _draw_hand(draw, layout.panel(index, name), block.joints[frame], wrist, hand_scale, width)
-        _draw_time(draw, layout, frame, frames, fps)
-        yield np.asarray(image)
+        draw.rectangle(layout.time_bar((frame + 1) / frames), fill=GREY)
+        pixels = np.array(image)
+        for index, (block, face) in enumerate(zip(blocks, faces)):
+            left, top, _, panel_height = layout.panel(index, "front")
+            x, _, z = block.trans[frame]
+            text_top = top + panel_height - 3 - sum(_font(small).getmetrics())
+            _stamp(pixels, (left + 4, text_top), f"root x {x:+.2f} m  z {z:+.2f} m", small, GREY)
+            face.stamp(pixels, float(block.jaw[frame]))
+        _stamp_time(pixels, layout, frame, frames, fps)
+        yield pixels
 
 
 def render_motion_video(
