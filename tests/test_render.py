@@ -80,6 +80,8 @@ def test_the_drawn_walk_stays_off_the_panel_edges(axis):
     """Pixels: the body is drawn in every view panel of the first and last frame and never touches a panel's edge."""
     layout, count, frames = motion_video_frames({"generated": walking(4 * FPS, axis)}, fps=FPS)
     for index, frame in enumerate(frames):
+        if index % 10 and index != count - 1:
+            continue
         for name in VIEW_PANELS:
             body = colour_mask(crop(frame, layout.panel(0, name)))
             edges = np.concatenate([body[:3].ravel(), body[-3:].ravel(), body[:, :3].ravel(), body[:, -3:].ravel()])
