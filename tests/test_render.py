@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from echomask.motion.kinematics import build_kinematics
+from echomask.motion.skeleton import JAW_JOINT, NUM_JOINTS, SMPLX_PARENTS
 from echomask.render import (
     SIDE_COLOURS,
     VideoLayout,
@@ -19,7 +20,6 @@ from echomask.render import (
     skeleton_chains,
     write_video,
 )
-from echomask.motion.skeleton import JAW_JOINT, NUM_JOINTS, SMPLX_PARENTS
 
 FPS = 30
 WALK_METRES = 3.0
@@ -70,8 +70,9 @@ def test_a_3_m_walk_keeps_every_joint_inside_both_view_panels(axis):
     layout = VideoLayout(("generated",), 512)
     views = fit_views([joints], layout.panel_widths, layout.height, FPS)[0]
     for name in VIEW_PANELS:
-        pixels = views[name].pixels(joints)  # (T, 55, 2) every frame
-        assert (pixels >= 0).all() and (pixels[..., 0] < views[name].width).all() and (pixels[..., 1] < layout.height).all()
+        columns, rows = np.moveaxis(views[name].pixels(joints), -1, 0)  # (T, 55) each: every joint of every frame
+        assert (columns >= 0).all() and (columns < views[name].width).all(), name
+        assert (rows >= 0).all() and (rows < layout.height).all(), name
     assert views["front"].scale * 1.7 > 0.55 * layout.height, "the body fills the panel's height, not a 3 m span"
 
 
@@ -118,7 +119,7 @@ def test_the_side_view_looks_along_x():
     wrists = [20, 21]
     front, side = views["front"].pixels(joints)[0, wrists], views["side"].pixels(joints)[0, wrists]
     assert abs(front[0, 0] - front[1, 0]) > 100 and abs(side[0, 0] - side[1, 0]) < 1
-    forward = views["side"].pixels(joints)[0, [HEAD := 15, 23]]  # the eyes are in front of the head joint (+z)
+    forward = views["side"].pixels(joints)[0, [15, 23]]  # head joint, left eye: the eyes are in front (+z)
     assert forward[1, 0] > forward[0, 0], "the body faces right in the side view"
 
 
@@ -140,8 +141,11 @@ def test_the_jaw_opens_the_mouth_and_fingers_move_in_the_close_ups():
     layout, _, closed_frames = motion_video_frames({"a": closed})
     _, _, opened_frames = motion_video_frames({"a": opened})
     red = np.array(SIDE_COLOURS["right"])
-    face_closed, face_opened = (np.all(crop(next(f), layout.panel(0, "face")) == red, axis=-1).sum() for f in (closed_frames, opened_frames))
-    assert face_opened > 2 * face_closed
+    mouth_closed, mouth_opened = (
+        np.all(crop(next(frames), layout.panel(0, "face")) == red, axis=-1).sum()
+        for frames in (closed_frames, opened_frames)
+    )
+    assert mouth_opened > 2 * mouth_closed
 
     curled = {**closed, "poses": closed["poses"].copy()}
     curled["poses"][:, 3 * 25 : 3 * 40 : 3] += 1.0  # bend every left finger joint about x
@@ -194,7 +198,8 @@ def test_skeleton_chains_draw_every_bone_once():
 
 
 def probe(path) -> str:
-    return subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)]
+    return subprocess.run(command, capture_output=True, text=True).stderr
 
 
 def test_the_mp4_has_video_and_audio(tmp_path):
@@ -207,7 +212,7 @@ def test_the_mp4_has_video_and_audio(tmp_path):
     assert re.search(rf"Video: h264.*{width}x{height}", listing), listing
     assert "Audio: aac" in listing, listing
     hours, minutes, secs = re.search(r"Duration: (\d+):(\d+):([\d.]+)", listing).groups()
-    assert float(secs) == pytest.approx(seconds, abs=0.1)
+    assert (int(hours), int(minutes)) == (0, 0) and float(secs) == pytest.approx(seconds, abs=0.1)
 
 
 def test_write_video_keeps_working_for_odd_sizes_and_rejects_wrong_frames(tmp_path):

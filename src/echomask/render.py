@@ -45,7 +45,8 @@ FRAMING_MARGIN = 0.05  # metres kept free around the body
 CAMERA_SMOOTHING_SECONDS = 1.0  # the camera follows the pelvis averaged over this window
 FLOOR_TICK_METRES = 0.5
 HAND_MARGIN = 1.15  # the hand close-ups fit the farthest hand joint from the hand's centre over the clip, × this
-JAW_FULL_OPEN = 0.08  # rad of jaw rotation drawn as a fully open mouth and a full jaw bar (BEAT2 2_scott_0_1_1: 99th percentile 0.051)
+# rad of jaw rotation drawn as a fully open mouth and a full jaw bar (BEAT2 2_scott_0_1_1: 99th percentile 0.051)
+JAW_FULL_OPEN = 0.08
 EXPRESSION_BARS = 10  # the first FLAME coefficients, drawn as bars
 EXPRESSION_FULL_BAR = 2.0  # |coefficient| drawn as a full bar (larger values are clipped)
 FRONT_WIDTH, SIDE_WIDTH = 0.75, 0.6  # view panel widths as fractions of the panel height
@@ -156,14 +157,17 @@ def fit_views(
     window = max(1, round(CAMERA_SMOOTHING_SECONDS * fps))
     heads = [head_centres(joints) for joints in motions]
     floor = min(float(joints[..., 1].min()) for joints in motions)
-    top = max(max(float(joints[..., 1].max()), float(head[:, 1].max()) + HEAD_RADIUS) for joints, head in zip(motions, heads))
+    top = max(max(joints[..., 1].max(), head[:, 1].max() + HEAD_RADIUS) for joints, head in zip(motions, heads))
     scale = height / (top - floor + 2 * FRAMING_MARGIN)
     centres = []
     for joints, head in zip(motions, heads):
         centres.append({view: _moving_average(joints[:, PELVIS, VIEW_AXES[view]], window) for view in panel_widths})
         for view, width in panel_widths.items():
             axis, centre = VIEW_AXES[view], centres[-1][view]
-            reach = max(np.abs(joints[..., axis] - centre[:, None]).max(), np.abs(head[:, axis] - centre).max() + HEAD_RADIUS)
+            reach = max(
+                np.abs(joints[..., axis] - centre[:, None]).max(),
+                np.abs(head[:, axis] - centre).max() + HEAD_RADIUS,
+            )
             scale = min(scale, width / (2 * (reach + FRAMING_MARGIN)))
     # the body's height, with its margins, centred in the panel
     above_floor = (height - (top - floor + 2 * FRAMING_MARGIN) * scale) / 2 + FRAMING_MARGIN * scale
@@ -273,11 +277,12 @@ def render_skeleton_frames(
     picks = np.arange(0, next(iter(lengths)), every)
     projected = [_project(framing, motion[picks], picks) for framing, motion in zip(framings, motions)]
     frames = np.empty((len(picks), panel_size, panel_size * len(motions), 3), dtype=np.uint8)
+    width = _line_width(panel_size)
     for index, frame in enumerate(picks):
         image = background.copy()
         draw = ImageDraw.Draw(image)
         for panel, (framing, (pixels, heads)) in enumerate(zip(framings, projected)):
-            _draw_view(draw, framing, frame, pixels[index], heads[index], (panel * panel_size, 0), _line_width(panel_size))
+            _draw_view(draw, framing, frame, pixels[index], heads[index], (panel * panel_size, 0), width)
         frames[index] = np.asarray(image)
     return frames
 
@@ -362,49 +367,63 @@ class _Block:
 
 @dataclass(frozen=True)
 class _FacePanel:
-    """Geometry of the face panel of a square box (left, top, size): a face whose mouth opens with the jaw angle,
-    a jaw bar with the angle in rad, and the first expression coefficients as bars around a zero line."""
+    """The face panel in a square box (left, top, size): a face whose mouth opens with the jaw angle, a jaw bar
+    with the angle in rad, and the first expression coefficients as bars around a zero line."""
 
     left: float
     top: float
     size: float
 
     def at(self, x: float, y: float) -> tuple[float, float]:
-        """Pixels of a point given in fractions of the panel."""
+        """Pixels of a point given in fractions of the panel's size."""
         return self.left + x * self.size, self.top + y * self.size
 
     @property
     def font_size(self) -> int:
         return max(9, round(self.size / 12))
 
+    @property
+    def face(self) -> tuple[float, float, float]:
+        """Centre (x, y) and radius of the face circle."""
+        return (*self.at(0.3, 0.33), 0.2 * self.size)
+
+    @property
+    def jaw_bar(self) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) of the jaw bar; its text starts right of it."""
+        return (*self.at(0.6, 0.13), *self.at(0.67, 0.53))
+
+    def jaw_text(self, line: int) -> tuple[float, float]:
+        return self.at(0.7, 0.13 + line * 1.2 / 12)
+
     def draw_static(self, draw: ImageDraw.ImageDraw) -> None:
-        (x, y), radius = self.at(0.3, 0.33), 0.2 * self.size
+        x, y, radius = self.face
         draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline=GREY, width=2)
         for eye_x in (x - 0.35 * radius, x + 0.35 * radius):
             draw.ellipse([eye_x - 2, y - 0.35 * radius - 2, eye_x + 2, y - 0.35 * radius + 2], fill=GREY)
-        draw.rectangle([*self.at(0.6, 0.13), *self.at(0.67, 0.53)], outline=GREY)
+        draw.rectangle(self.jaw_bar, outline=GREY)
         font = _font(self.font_size)
-        draw.text(self.at(0.7, 0.13), "jaw", fill=BLACK, font=font)
-        draw.text(self.at(0.7, 0.13 + 2.4 / 12), "rad", fill=BLACK, font=font)
+        draw.text(self.jaw_text(0), "jaw", fill=BLACK, font=font)
+        draw.text(self.jaw_text(2), "rad", fill=BLACK, font=font)
         draw.line([*self.at(0.05, 0.79), *self.at(0.95, 0.79)], fill=LIGHT_GREY)
         draw.text(self.at(0.03, 0.98), f"expressions 1-{EXPRESSION_BARS}", fill=GREY, font=font, anchor="ld")
 
     def draw(self, draw: ImageDraw.ImageDraw, jaw: float, expressions: np.ndarray) -> None:
+        """The mouth, the jaw bar's level and the expression bars of one frame."""
         opening = float(np.clip(jaw / JAW_FULL_OPEN, 0.0, 1.0))
-        (x, y), radius = self.at(0.3, 0.33), 0.2 * self.size
-        half_width, half_height = 0.45 * radius, 1 + 0.4 * radius * opening
-        draw.ellipse([x - half_width, y + 0.4 * radius - half_height, x + half_width, y + 0.4 * radius + half_height], fill=SIDE_COLOURS["right"])
-        bar_left, bar_top = self.at(0.6, 0.13)
-        bar_right, bar_bottom = self.at(0.67, 0.53)
-        draw.rectangle([bar_left, bar_top + (bar_bottom - bar_top) * (1 - opening), bar_right, bar_bottom], fill=SIDE_COLOURS["right"])
+        x, y, radius = self.face
+        mouth_y, half_width, half_height = y + 0.4 * radius, 0.45 * radius, 1 + 0.4 * radius * opening
+        mouth = [x - half_width, mouth_y - half_height, x + half_width, mouth_y + half_height]
+        draw.ellipse(mouth, fill=SIDE_COLOURS["right"])
+        left, top, right, bottom = self.jaw_bar
+        draw.rectangle([left, top + (bottom - top) * (1 - opening), right, bottom], fill=SIDE_COLOURS["right"])
         (left, zero), half, step = self.at(0.05, 0.79), 0.13 * self.size, 0.9 * self.size / EXPRESSION_BARS
         for index, value in enumerate(np.clip(expressions / EXPRESSION_FULL_BAR, -1.0, 1.0)):
-            x = left + index * step
-            draw.rectangle([x + 1, min(zero, zero - value * half), x + step - 2, max(zero, zero - value * half)], fill=GREY)
+            x, level = left + index * step, zero - value * half
+            draw.rectangle([x + 1, min(zero, level), x + step - 2, max(zero, level)], fill=GREY)
 
     def stamp(self, pixels: np.ndarray, jaw: float) -> None:
         """The jaw angle's digits."""
-        _stamp(pixels, self.at(0.7, 0.13 + 1.2 / 12), f"{jaw:.3f}", self.font_size, BLACK)
+        _stamp(pixels, self.jaw_text(1), f"{jaw:.3f}", self.font_size, BLACK)
 
 
 @cache
@@ -416,7 +435,13 @@ def _glyph(character: str, size: int, colour: tuple[int, int, int]) -> np.ndarra
     return np.asarray(glyph)
 
 
-def _stamp(pixels: np.ndarray, position: tuple[float, float], text: str, size: int, colour: tuple[int, int, int]) -> None:
+def _stamp(
+    pixels: np.ndarray,
+    position: tuple[float, float],
+    text: str,
+    size: int,
+    colour: tuple[int, int, int],
+) -> None:
     """Write text that changes every frame into (H, W, 3) `pixels` from cached glyphs (PIL's text drawing is
     the slowest call of a frame); `position` is the top-left corner; the darker of text and picture wins."""
     x, y = round(position[0]), round(position[1])
@@ -455,7 +480,14 @@ def _hand_scale(motions: Sequence[np.ndarray], size: int) -> float:
     return size / 2 / (HAND_MARGIN * reach)
 
 
-def _draw_hand(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], joints: np.ndarray, wrist: int, scale: float, width: int) -> None:
+def _draw_hand(
+    draw: ImageDraw.ImageDraw,
+    box: tuple[int, int, int, int],
+    joints: np.ndarray,
+    wrist: int,
+    scale: float,
+    width: int,
+) -> None:
     """A front-view close-up of one hand of (55, 3) joints, centred on the mean of its joints."""
     left, top, size, _ = box
     hand = joints[list(hand_joints(wrist))][:, :2]
@@ -476,10 +508,13 @@ def _stamp_time(pixels: np.ndarray, layout: VideoLayout, frame: int, frames: int
 def _check_arrays(label: str, arrays: Mapping[str, np.ndarray]) -> None:
     poses, trans = np.asarray(arrays["poses"]), np.asarray(arrays["trans"])
     if poses.ndim != 2 or poses.shape[1] != 165 or len(poses) == 0 or trans.shape != (len(poses), 3):
-        raise ValueError(f"motion video: {label!r} needs poses (T, 165) and trans (T, 3), got {poses.shape} and {trans.shape}")
+        raise ValueError(
+            f"motion video: {label!r} needs poses (T, 165) and trans (T, 3), got {poses.shape} and {trans.shape}"
+        )
     expressions = arrays.get("expressions")
     if expressions is not None and np.shape(expressions) != (len(poses), 100):
-        raise ValueError(f"motion video: {label!r} has expressions {np.shape(expressions)}, expected ({len(poses)}, 100)")
+        expected = (len(poses), 100)
+        raise ValueError(f"motion video: {label!r} has expressions {np.shape(expressions)}, expected {expected}")
 
 
 def motion_video_frames(
@@ -516,7 +551,8 @@ def motion_video_frames(
             trans = torch.as_tensor(np.asarray(arrays["trans"][:frames]), dtype=torch.float32)
             joints.append(kinematics(poses, trans).numpy().astype(np.float64))
     blocks = []
-    for arrays, motion_joints, views in zip(motions.values(), joints, fit_views(joints, layout.panel_widths, height, fps)):
+    framings = fit_views(joints, layout.panel_widths, height, fps)
+    for arrays, motion_joints, views in zip(motions.values(), joints, framings):
         expressions = arrays.get("expressions")
         expressions = np.zeros((frames, EXPRESSION_BARS)) if expressions is None else np.asarray(expressions)[:frames]
         jaw = np.linalg.norm(np.asarray(arrays["poses"][:frames, 3 * JAW_JOINT : 3 * JAW_JOINT + 3]), axis=-1)
@@ -525,7 +561,13 @@ def motion_video_frames(
     return layout, frames, _frames(layout, blocks, frames, fps, _hand_scale(joints, layout.detail_size))
 
 
-def _frames(layout: VideoLayout, blocks: list[_Block], frames: int, fps: float, hand_scale: float) -> Iterator[np.ndarray]:
+def _frames(
+    layout: VideoLayout,
+    blocks: list[_Block],
+    frames: int,
+    fps: float,
+    hand_scale: float,
+) -> Iterator[np.ndarray]:
     background = _background(layout)
     width = _line_width(layout.height)
     small = layout.small_font_size
@@ -634,7 +676,8 @@ class VideoWriter:
         """Append one (H, W, 3) uint8 frame of the writer's size."""
         width, height = self.size
         if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
-            raise ValueError(f"{self.path}: frames must be ({height}, {width}, 3) uint8, got {frame.shape} {frame.dtype}")
+            expected = f"({height}, {width}, 3) uint8"
+            raise ValueError(f"{self.path}: frames must be {expected}, got {frame.shape} {frame.dtype}")
         try:
             self._process.stdin.write(np.ascontiguousarray(frame).tobytes())
         except BrokenPipeError:
