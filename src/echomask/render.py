@@ -269,11 +269,12 @@ def render_skeleton_frames(
     if any(m.ndim != 3 or m.shape[1:] != (55, 3) for m in motions):
         raise ValueError(f"motions must be (T, 55, 3) joint positions, got {[m.shape for m in motions]}")
     titles = titles or [""] * len(motions)
-    framings = [views["front"] for views in fit_views(motions, {"front": panel_size}, panel_size)]
-    background = Image.new("RGB", (panel_size * len(motions), panel_size), WHITE)
     font = _font(max(8, panel_size // 22))
+    title_band = sum(font.getmetrics()) + 2 if any(titles) else 0  # the body is drawn below the titles
+    framings = [views["front"] for views in fit_views(motions, {"front": panel_size}, panel_size - title_band)]
+    background = Image.new("RGB", (panel_size * len(motions), panel_size), WHITE)
     for index, title in enumerate(titles):
-        ImageDraw.Draw(background).text(((index + 0.5) * panel_size, 2), title, fill=BLACK, font=font, anchor="ma")
+        ImageDraw.Draw(background).text(((index + 0.5) * panel_size, 1), title, fill=BLACK, font=font, anchor="ma")
     picks = np.arange(0, next(iter(lengths)), every)
     projected = [_project(framing, motion[picks], picks) for framing, motion in zip(framings, motions)]
     frames = np.empty((len(picks), panel_size, panel_size * len(motions), 3), dtype=np.uint8)
@@ -282,7 +283,7 @@ def render_skeleton_frames(
         image = background.copy()
         draw = ImageDraw.Draw(image)
         for panel, (framing, (pixels, heads)) in enumerate(zip(framings, projected)):
-            _draw_view(draw, framing, frame, pixels[index], heads[index], (panel * panel_size, 0), width)
+            _draw_view(draw, framing, frame, pixels[index], heads[index], (panel * panel_size, title_band), width)
         frames[index] = np.asarray(image)
     return frames
 
