@@ -139,13 +139,10 @@ def generate_from_audio(
 
 def render_video(arrays: dict, wave: np.ndarray, sample_rate: int, fps: int, path: Path) -> Path:
     """Skeleton video of SMPL-X arrays (approximate skeleton) with the audio muxed in."""
-    from echomask.motion.kinematics import build_kinematics
-    from echomask.render import render_skeleton_frames, write_video
+    from echomask.render import render_motion_video
 
-    kinematics = build_kinematics()
-    joints = kinematics(torch.from_numpy(arrays["poses"]).float(), torch.from_numpy(arrays["trans"]).float())
-    frames = render_skeleton_frames([joints.numpy()], ["generated (approximate skeleton)"])
-    return write_video(frames, path, fps=fps, audio=wave, sample_rate=sample_rate)
+    motions = {"generated (approximate skeleton)": arrays}
+    return render_motion_video(path, motions, fps=fps, audio=wave, sample_rate=sample_rate)
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
