@@ -1,1 +1,2 @@
-"""Benchmarks of echomask (SPEC §10): `python bench/run.py --help` or `make bench`; see bench/README.md."""
+"""Benchmarks of echomask (SPEC §10): `python -m bench.run --help` (from the repository root) or `make bench`;
+see bench/README.md."""

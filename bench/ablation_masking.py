@@ -4,17 +4,18 @@
                                                [--out outputs/ablation]
 
 Steps (run from the repository root: the configs name the stage-1 checkpoints relative to it):
-1. for every seed, train the tiny generator (experiments/generator.yaml + experiments/demo/generator.yaml) twice,
+1. for every seed, train the tiny generator (the stage table's generator configs at the tiny size) twice,
    with ``masking: speech_queried`` and ``masking: random``, same seed and budget, into
    ``<out>/seed<seed>/<masking>/``;
-2. generate the test split with each model, plus a shuffled-audio control: the speech-queried model driven by
-   ANOTHER test sequence's speech features (cropped or repeated to the length), seeded with the ground truth's
-   first 4 frames as the test loop does;
-3. score them with ``evaluate_predictions`` (paper protocol, the FGD evaluator), next to the ground truth, the
+2. generate the test split with each model (``GeneratorModule.generate_sequence``, as the test loop does), plus a
+   shuffled-audio control: the speech-queried model driven by ANOTHER test sequence's speech features (cropped or
+   repeated to the length), seeded with the ground truth's first 4 frames;
+3. score them with ``evaluate_predictions`` (paper protocol, the FGD evaluator; each folder's report is written as
+   its ``metrics.json``, which the notebook reads), next to the ground truth, the
    ground truth of the donor sequence scored in each sequence's place (what a perfect speech-driven model
    would produce from the control's audio: it calibrates what the control can show on each metric) and the
    ground truth through stage 1 (its tokens decoded: what a perfect token predictor would produce); each
-   row also gets BC of the same motion with the next test sequence's audio;
+   row also gets BC of the same motion with the next test sequence's audio (report section ``bc_audio``);
 4. print one paper-style table per seed and the spread over seeds, and write ``<out>/ablation.json``
    (rewritten after every seed).
 """
@@ -30,17 +31,20 @@ import numpy as np
 import torch
 from einops import repeat
 
-from echomask.cli import main as echomask_main
 from echomask.data.beat2 import BEAT2Corpus, read_audio_checked, read_motion, resolve_corpus_root
 from echomask.data.datamodule import BEAT2DataModule
-from echomask.evaluation import evaluate_predictions, resolve_joint_mean_speed, table_row
+from echomask.evaluation import evaluate_predictions, train_split_joint_mean_speed
 from echomask.inference import START_XZ_COLUMNS, MotionSynthesizer, motion_to_smplx, write_smplx_npz
-from echomask.lit.generator_module import GeneratorModule
+from echomask.lightning_cli import run_lightning_cli
+from echomask.lit.generator_module import TEST_ITEMS, GeneratorModule
 from echomask.metrics import BeatConsistency
 from echomask.metrics.display import format_table
 from echomask.motion.kinematics import build_kinematics
+from echomask.scoring import SECTIONS_KEY, resolve_joint_mean_speed, table_row, write_report
+from echomask.stages import STAGES
 
-CONFIGS = ("experiments/generator.yaml", "experiments/demo/generator.yaml")
+GENERATOR = STAGES["generator"]
+SIZE = "tiny"  # the demo budget
 MASKINGS = ("speech_queried", "random")
 SHUFFLED = "shuffled_audio"  # the control: speech_queried model, another sequence's speech
 GROUND_TRUTH = "ground truth"
@@ -48,7 +52,7 @@ GROUND_TRUTH_SHUFFLED = "ground truth, another file's audio"  # the donor's moti
 STAGE1_ROUND_TRIP = "ground truth through stage 1"  # its tokens decoded: a perfect token predictor's motion
 COMPARED = ("fgd", "bc")  # the issue's bar: the generator beats the control on both
 LOWER_IS_BETTER = {"fgd": True, "bc": False}
-FGD_CHECKPOINT = "logs/evaluator/checkpoints/last.ckpt"
+FGD_CHECKPOINT = STAGES["evaluator"].checkpoint
 PROTOCOL = "paper"  # SPEC §8.1
 
 
@@ -87,10 +91,9 @@ def train(masking: str, seed: int, options: argparse.Namespace) -> tuple[Path, f
     if options.reuse_checkpoints and checkpoint.is_file():
         print(f"reusing {checkpoint} (not trained again)")
         return checkpoint, None
-    arguments = ["fit"]
-    for config in CONFIGS:
-        arguments += ["--config", config]
-    arguments += [
+    arguments = [
+        "fit",
+        *GENERATOR.config_arguments(SIZE),
         f"--seed_everything={seed}",
         f"--data.init_args.root={options.data_root}",
         f"--model.init_args.masking={masking}",
@@ -106,23 +109,13 @@ def train(masking: str, seed: int, options: argparse.Namespace) -> tuple[Path, f
     if options.epochs is not None:
         arguments.append(f"--trainer.max_epochs={options.epochs}")
     started = time.perf_counter()
-    status = echomask_main(arguments)
-    seconds = time.perf_counter() - started
-    if status != 0:
-        raise RuntimeError(f"training with masking={masking}, seed={seed} failed (exit status {status})")
-    return checkpoint, seconds
+    run_lightning_cli(arguments)
+    return checkpoint, time.perf_counter() - started
 
 
 def test_items(module: GeneratorModule, data_root: str) -> list[dict]:
     """The whole test sequences, with the features the model was trained on."""
-    settings = {name: module.hparams[name] for name in ("hubert", "hubert_low_layer", "hubert_high_layer")}
-    datamodule = BEAT2DataModule(
-        root=data_root,
-        test_items=["motion", "expressions", "betas", "speaker", "audio_low", "audio_high", "id"],
-        feature_dim=module.hparams.feature_dim,
-        projection_seed=module.hparams.projection_seed,
-        **settings,
-    )
+    datamodule = BEAT2DataModule(root=data_root, test_items=[*TEST_ITEMS, "betas"], speech=module.speech)
     datamodule.prepare_data()
     datamodule.setup("test")
     return [datamodule.datasets["test"][position] for position in range(len(datamodule.datasets["test"]))]
@@ -176,31 +169,27 @@ def write_stage1_round_trip(synthesizer: MotionSynthesizer, items: list[dict], p
     return pred_dir
 
 
-@torch.no_grad()
 def predict(module: GeneratorModule, items: list[dict], speech: list, pred_dir: Path) -> Path:
     """Generate every test sequence from the given speech features, seeded as the test loop; write <id>.npz."""
-    seed = module.hparams.seed_frames
     for item, (low, high) in zip(items, speech):
-        result = module.synthesizer.generate(
-            low[None],
-            high[None],
-            item["speaker"][None],
-            item["motion"][None, :seed],
-            item["expressions"][None, :seed],
-            temperature=module.hparams.temperature,
-            top_k=module.hparams.top_k,
+        arrays, _ = module.generate_sequence(
+            item["motion"], item["expressions"], item["speaker"], low, high, betas=item["betas"]
         )
-        arrays = motion_to_smplx(result["motion"][0], result["expressions"][0], item["betas"])
         write_smplx_npz(pred_dir / f"{item['id']}.npz", arrays)
     return pred_dir
 
 
 def score(pred_dir: Path | None, name: str, options: argparse.Namespace) -> dict:
-    """`evaluate_predictions` of one folder (None: the ground truth), named for the table."""
+    """`evaluate_predictions` of one folder (None: the ground truth), named for the table, with BC against its
+    own and the next sequence's audio as the report section ``bc_audio``; the report is written as
+    ``<pred_dir>/metrics.json`` (the ground truth's: ``<out>/ground_truth/metrics.json``)."""
     result = evaluate_predictions(
         pred_dir, options.data_root, fgd_checkpoint=options.fgd_checkpoint, protocol=PROTOCOL, progress=False
     )
-    return {**result, "name": name, "bc_audio": bc_own_and_next_audio(pred_dir, options.data_root)}
+    result["name"] = name
+    result[SECTIONS_KEY]["bc_audio"] = bc_own_and_next_audio(pred_dir, options.data_root)
+    write_report(result, (options.out / "ground_truth" if pred_dir is None else pred_dir) / "metrics.json")
+    return result
 
 
 def score_references(synthesizer: MotionSynthesizer, items: list[dict], options: argparse.Namespace) -> dict:
@@ -218,7 +207,8 @@ def score_references(synthesizer: MotionSynthesizer, items: list[dict], options:
 def summarised(result: dict) -> dict[str, float]:
     """The raw values of one scored result that the spread over seeds reports: its metrics, BC with the next
     test sequence's audio and the gap to BC with its own."""
-    return {**result["metrics"], "bc_next_audio": result["bc_audio"]["next"], "bc_gap": result["bc_audio"]["gap"]}
+    bc_audio = result[SECTIONS_KEY]["bc_audio"]
+    return {**result["metrics"], "bc_next_audio": bc_audio["next"], "bc_gap": bc_audio["gap"]}
 
 
 def bc_own_and_next_audio(pred_dir: Path | None, data_root: str) -> dict[str, float]:
@@ -235,7 +225,7 @@ def bc_own_and_next_audio(pred_dir: Path | None, data_root: str) -> dict[str, fl
     root = resolve_corpus_root(data_root)
     sequences = list(BEAT2Corpus(root, splits=["test"]))
     kinematics = build_kinematics(None)
-    joint_speed, _ = resolve_joint_mean_speed(root, kinematics, None, None)
+    joint_speed, _ = resolve_joint_mean_speed(root, lambda: train_split_joint_mean_speed(root, kinematics))
     scores = {key: BeatConsistency(joint_mean_speed=joint_speed, protocol=PROTOCOL) for key in ("own", "next")}
     for sequence, following in zip(sequences, donors_of(sequences, shuffled=True)):
         motion = read_motion(sequence.motion_path if pred_dir is None else pred_dir / f"{sequence.id}.npz")
@@ -311,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table([table_row(result) for result in [*reference.values(), *runs[seed].values()]]))
         print("BC (raw) of the same motion with its own audio / the next test sequence's (gap):")
         for result in [*reference.values(), *runs[seed].values()]:
-            bc = result["bc_audio"]
+            bc = result[SECTIONS_KEY]["bc_audio"]
             print(f"  {result['name']}: {bc['own']:.4f} / {bc['next']:.4f} ({bc['gap']:+.4f})")
         for masking, seconds in train_seconds[seed].items():
             print(f"train time {masking}: " + ("reused checkpoint" if seconds is None else f"{seconds:.0f} s"))

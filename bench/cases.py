@@ -9,10 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.entry import resolve
+from echomask.stages import STAGES
 
 # The registry names its functions instead of importing them: the runner reads it without importing
-# torch, Lightning or echomask (only the benchmark processes do).
-STAGE1_STAGES = ("vqvae-face", "vqvae-upper", "vqvae-hands", "vqvae-lower", "translation")  # bench.configs.STAGES
+# torch, Lightning or the models (only the benchmark processes do; the stage table imports nothing heavy).
+STAGE1_STAGES = tuple(stage.name for stage in STAGES.values() if stage.stage1_model)
 PAPER_GENERATOR_BATCH = 8  # SPEC §6.5 trains with 64; 8 is what a CPU step of the paper-size model allows
 LOADER_STAGES = ("vqvae-upper", "evaluator", "generator")  # one per distinct item list: stage 1, FGD evaluator, stage 2
 INFERENCE_SECONDS = 60.0  # SPEC §10: a 60 s file

@@ -8,7 +8,7 @@ import warnings
 
 import torch
 
-from bench.configs import load_config, workspace_data_overrides
+from bench.configs import compose_stage, workspace_options
 from bench.harness import rates, summarize, time_call
 from echomask.data.datamodule import BEAT2DataModule
 
@@ -76,10 +76,9 @@ def loader_throughput(
     """Training windows per second that `stage`'s configured training loader delivers (its items, its
     batch size) with `num_workers` worker processes, epochs chained until `batches` batches were read.
     The first batch (worker start-up) is timed apart."""
-    overrides = workspace_data_overrides(workspace)
-    overrides["data.init_args.num_workers"] = num_workers
-    data = load_config(stage, size, overrides)["data"]["init_args"]
-    module = BEAT2DataModule(**data)
+    options = workspace_options(workspace, num_workers=num_workers)
+    config = compose_stage(stage, size, *options, instantiate=False).config  # the data only: no model is built
+    module = BEAT2DataModule(**config.data.init_args.as_dict())
     module.prepare_data()
     module.setup("fit")
     loader = module.train_dataloader()

@@ -13,7 +13,7 @@ import tempfile
 import torch
 from transformers import HubertConfig, HubertModel
 
-from bench.configs import generator_overrides, instantiate, load_config
+from bench.configs import compose_stage, generator_options
 from bench.harness import count_flops, rates, summarize, time_call
 from echomask.audio.hubert import TINY_RANDOM, HubertFeatures
 from echomask.data.beat2 import MOTION_FPS
@@ -74,10 +74,8 @@ def build_synthesizer(size: str, device: torch.device):
     eval mode, its generator's parameters left trainable as `GeneratorModule.load_for_inference` leaves them
     (this matters: with frozen weights torch multiplies the batch-first attention inputs through a slower
     broadcast `bmm`)."""
-    config = load_config("generator", size, generator_overrides(size))
-    torch.manual_seed(config.get("seed_everything", 0))
-    module = instantiate(config["model"])
-    return module.synthesizer.to(device).eval(), config["model"]["init_args"]["feature_dim"]
+    module = compose_stage("generator", size, *generator_options(size)).model  # seeded by the config
+    return module.synthesizer.to(device).eval(), module.speech.feature_dim
 
 
 def generator_rtf(device: torch.device, workspace, size: str, audio_seconds: float, repeats: int) -> dict:

@@ -1,10 +1,12 @@
 """Run the echomask benchmarks (SPEC §10) and write `<out>/results.json` and `<out>/results.md`.
 
-    python bench/run.py --out bench/results                 # everything (about 15 min on a 2-core CPU)
-    python bench/run.py --quick                             # a short run (under 2 min there)
-    python bench/run.py --only 'train-*-tiny,data-*'        # a selection (shell-style patterns)
-    python bench/run.py --accelerator cuda                  # on a GPU
-    python bench/run.py --list                              # the benchmark names
+From the repository root (`bench` is a package there):
+
+    python -m bench.run --out bench/results                 # everything (about 15 min on a 2-core CPU)
+    python -m bench.run --quick                             # a short run (under 2 min there)
+    python -m bench.run --only 'train-*-tiny,data-*'        # a selection (shell-style patterns)
+    python -m bench.run --accelerator cuda                  # on a GPU
+    python -m bench.run --list                              # the benchmark names
 
 Every benchmark runs in a process of its own (forked from a server that has imported torch and
 echomask once), so its peak memory is its own and one failure does not stop the others. The machine's
@@ -22,12 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable (`bench.*`)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench import report  # noqa: E402
-from bench.cases import CASES, MATMUL  # noqa: E402
-from bench.entry import call  # noqa: E402
+from bench import report
+from bench.cases import CASES, MATMUL
+from bench.entry import call
 
 DEFAULT_TIMEOUT_SECONDS = 900.0
 

@@ -18,9 +18,10 @@ import warnings
 import lightning.pytorch as pl
 import torch
 
-from bench.configs import generator_overrides, instantiate, load_config, workspace_data_overrides
+from bench.configs import compose_stage, generator_options, workspace_options
 from bench.harness import FlopWindow, rates, summarize, synchronize
 from echomask.data.datamodule import BEAT2DataModule
+from echomask.lit.quiet_trainer import quiet_trainer
 
 
 class RepeatedBatch:
@@ -106,28 +107,21 @@ def training_throughput(
     parameters (trainable), batch_size, how (what was run).
     """
     _quiet_lightning()
-    overrides = workspace_data_overrides(workspace, batch_size)
+    options = workspace_options(workspace, batch_size)
     if stage == "generator":
-        overrides.update(generator_overrides(size))
-    config = load_config(stage, size, overrides)
-    batch_size = config["data"]["init_args"]["batch_size"]
-    pl.seed_everything(config.get("seed_everything", 0), verbose=False)
-    module = instantiate(config["model"])
-    datamodule = FixedBatchDataModule(steps=warmup + repeats, **config["data"]["init_args"])
+        options += generator_options(size)
+    cli = compose_stage(stage, size, *options)  # seeds with the config's seed_everything
+    module = cli.model
+    datamodule = FixedBatchDataModule(steps=warmup + repeats, **cli.config.data.init_args.as_dict())
+    batch_size = datamodule.hparams.batch_size
     timer = StepTimer(warmup)
-    trainer_config = config.get("trainer", {})
-    trainer = pl.Trainer(
+    gradient_clip_val = cli.trainer.gradient_clip_val
+    trainer = quiet_trainer(
         accelerator=device.type,
-        devices=1,
         max_steps=warmup + repeats,
-        precision=precision or trainer_config.get("precision", 32),
-        gradient_clip_val=trainer_config.get("gradient_clip_val"),
+        precision=precision or cli.trainer.precision,
+        gradient_clip_val=gradient_clip_val,
         limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[timer],
     )
     trainer.fit(module, datamodule=datamodule)
@@ -144,5 +138,5 @@ def training_throughput(
         "flops_per_step": timer.flops,
         "parameters": trainable,
         "how": f"{type(module).__name__}.training_step + optimizer step via Trainer.fit "
-        f"(precision {trainer.precision}, gradient clip {trainer_config.get('gradient_clip_val')})",
+        f"(precision {trainer.precision}, gradient clip {gradient_clip_val})",
     }

@@ -3,21 +3,14 @@ the length fitting of speech features, the shuffled-audio donors, the donor's gr
 control, the verdicts and spread over seeds; the `make ablation` recipe (dry run)."""
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from echomask.data.beat2 import BEAT2Corpus  # noqa: E402
-from echomask.inference import START_XZ_COLUMNS  # noqa: E402
-
-from bench import ablation_masking  # noqa: E402
-from bench.ablation_masking import (  # noqa: E402
+from bench import ablation_masking
+from bench.ablation_masking import (
     bc_own_and_next_audio,
     fit_length,
     parse_arguments,
@@ -27,6 +20,12 @@ from bench.ablation_masking import (  # noqa: E402
     write_donor_ground_truth,
     write_stage1_round_trip,
 )
+from echomask.data.beat2 import BEAT2Corpus
+from echomask.inference import START_XZ_COLUMNS
+from echomask.scoring import SECTIONS_KEY
+from echomask.stages import STAGE1_MODELS, stage
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def item(identifier: int, frames: int) -> dict:
@@ -114,7 +113,7 @@ def test_arguments_defaults_and_stage1_overrides():
 
 def test_reuse_checkpoints_skips_only_the_runs_that_have_one(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(ablation_masking, "echomask_main", lambda arguments: calls.append(arguments) or 0)
+    monkeypatch.setattr(ablation_masking, "run_lightning_cli", lambda arguments: calls.append(arguments) or 0)
     existing = tmp_path / "seed7" / "random" / "checkpoints" / "last.ckpt"
     existing.parent.mkdir(parents=True)
     existing.touch()
@@ -124,13 +123,15 @@ def test_reuse_checkpoints_skips_only_the_runs_that_have_one(tmp_path, monkeypat
     path, seconds = ablation_masking.train("speech_queried", 7, options)
     assert path == tmp_path / "seed7" / "speech_queried" / "checkpoints" / "last.ckpt" and seconds >= 0
     assert "--seed_everything=7" in calls[0] and "--model.init_args.masking=speech_queried" in calls[0]
+    assert calls[0][:5] == ["fit", *stage("generator").config_arguments("tiny")]
     options.reuse_checkpoints = False
     ablation_masking.train("random", 7, options)
     assert len(calls) == 2  # without the flag an existing checkpoint is trained again
 
 
 def result(fgd: float, bc: float, bc_next: float = 0.6) -> dict:
-    return {"metrics": {"fgd": fgd, "bc": bc}, "bc_audio": {"own": bc, "next": bc_next, "gap": bc - bc_next}}
+    bc_audio = {"own": bc, "next": bc_next, "gap": bc - bc_next}
+    return {"metrics": {"fgd": fgd, "bc": bc}, SECTIONS_KEY: {"bc_audio": bc_audio}}
 
 
 def test_verdicts_count_the_seeds_where_a_method_beats_the_control_lower_fgd_higher_bc():
@@ -162,14 +163,16 @@ def test_ground_truth_scores_higher_bc_with_its_own_audio_than_with_the_next_seq
     assert played_to_the_previous["gap"] < -0.02  # each motion scores higher with the audio it was made for
 
 
-
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_ablation_trains_stage1_on_the_larger_corpus_and_hands_every_checkpoint_to_the_script():
     dry_run = subprocess.run(["make", "-n", "ablation"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     corpus = "data/synthetic_ablation"
     assert f"synth-data --out {corpus} --sequences-per-speaker 40 --val-per-speaker 2 --test-per-speaker 4" in dry_run
     assert f"--data.root {corpus}" in dry_run and "--trainer.logger.init_args.save_dir logs/ablation/vqvae" in dry_run
-    assert "upper|translation) epochs=40;; *) epochs=10;;" in dry_run  # the rhythm-carrying parts train longer
-    assert f"bench/ablation_masking.py --data-root {corpus}" in dry_run and "--seeds 42 43 " in dry_run
-    for name in ("face", "upper", "hands", "lower", "translation"):
+    for name in STAGE1_MODELS:  # the tiny configs of the stage table; the rhythm-carrying parts train longer
+        epochs = 40 if name in ("upper", "translation") else 10
+        configs = " ".join(stage(name).config_arguments("tiny"))
+        fit = f"fit {configs} --data.root {corpus} --trainer.max_epochs {epochs} "
+        assert fit in dry_run, fit
         assert f"--stage1 {name}=logs/ablation/vqvae/{name}/checkpoints/last.ckpt" in dry_run
+    assert f"bench/ablation_masking.py --data-root {corpus}" in dry_run and "--seeds 42 43 " in dry_run

@@ -1,5 +1,5 @@
 """The benchmark harness (bench/, SPEC §10): statistics, case selection, derived figures, and a smoke run
-of `bench/run.py` on its smallest settings with one repeat (no timing assertions)."""
+of `python -m bench.run` on its smallest settings with one repeat (no timing assertions)."""
 import json
 import subprocess
 import sys
@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench import report
+from bench.cases import CASES, MATMUL, STAGE1_STAGES
+from bench.harness import rates, summarize
+from bench.run import select_cases
+from echomask.stages import STAGES
 
-from bench import report  # noqa: E402
-from bench.cases import CASES, MATMUL  # noqa: E402
-from bench.harness import rates, summarize  # noqa: E402
-from bench.run import select_cases  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SMOKE_CASES = ("train-vqvae-upper-tiny", "infer-hubert-tiny-random", "render-skeleton", "data-loader-vqvae-upper-w0")
 
@@ -102,12 +102,14 @@ def test_busy_machine_is_flagged():
     assert "busy" in report.busy_warning(machine, [1.5, 1.0, 1.0], [2.0, 2.0, 2.0])
 
 
+@pytest.mark.e2e
 def test_smoke_run_of_the_harness(tmp_path):
-    """bench/run.py end to end on the smallest settings: every selected benchmark runs in its own process and
+    """`python -m bench.run` end to end on the smallest settings: every selected benchmark runs in its own process and
     reports a positive throughput, FLOPs and peak memory; JSON and table are written."""
     command = [
         sys.executable,
-        "bench/run.py",
+        "-m",
+        "bench.run",
         "--quick",
         "--repeats",
         "1",
@@ -141,10 +143,9 @@ def test_smoke_run_of_the_harness(tmp_path):
     assert "60 frames:" in table and "frames/s" in table
 
 
-def test_registry_names_existing_stages_and_functions():
-    from bench.cases import STAGE1_STAGES
-    from bench.configs import STAGES
-
+def test_registry_names_the_stage_tables_stages_and_existing_functions():
     assert set(STAGE1_STAGES) | {"evaluator", "generator"} == set(STAGES)
+    trained = {case.full["stage"] for case in CASES.values() if case.group == "train"}
+    assert trained == set(STAGES)
     for case in CASES.values():
         assert callable(case.load()), case.name

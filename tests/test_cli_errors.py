@@ -20,16 +20,13 @@ import soundfile
 import torch
 
 from echomask.checkpoints import CheckpointError
-from echomask.cli import DEBUG_VARIABLE, check_ckpt_path, main
+from echomask.cli import DEBUG_VARIABLE, main
+from echomask.lightning_cli import check_ckpt_path
 from echomask.data.beat2 import BEAT2Corpus, BEAT2FormatError
+from echomask.stages import stage
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = REPO / "experiments"
-STAGE1_CONFIGS = [
-    argument
-    for path in ("vqvae/base.yaml", "demo/vqvae.yaml", "vqvae/face.yaml")
-    for argument in ("--config", str(EXPERIMENTS / path))
-]
+STAGE1_CONFIGS = stage("face").config_arguments("tiny", root=REPO)
 ERROR_STATUS = 2
 
 CONFIGS = {
@@ -153,16 +150,6 @@ def test_a_domain_error_inside_the_run_is_one_line_or_a_traceback_on_request(cap
 
 
 # --- evaluate ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fgd_checkpoint(tmp_path_factory) -> Path:
-    from echomask.lit.evaluator_module import EvaluatorModule
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("evaluator") / "last.ckpt"
-    torch.save({"state_dict": EvaluatorModule().state_dict()}, path)
-    return path
 
 
 def predictions_with(corpus: Path, out: Path, change) -> tuple[Path, Path]:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from echomask.audio.speech_settings import SpeechSettings
 from echomask.data.corpus_cache import ARRAY_NAMES
 from echomask.data.datamodule import BEAT2DataModule
 from echomask.motion.parts import WHOLE_BODY_DIM
@@ -13,23 +14,19 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="../shared not present")
 
 ALL_ITEMS = list(ARRAY_NAMES) + ["speaker", "id", "start"]
-TINY_SPEECH = dict(hubert="tiny-random", hubert_low_layer=1, feature_dim=32)
-
-
-@pytest.fixture(scope="module")
-def corpus(synthetic_corpus) -> Path:
-    return synthetic_corpus
+TINY_SPEECH = SpeechSettings(hubert="tiny-random", hubert_low_layer=1, feature_dim=32)
 
 
 def make_datamodule(root, cache_dir, **overrides) -> BEAT2DataModule:
-    settings = dict(root=str(root), cache_dir=str(cache_dir), batch_size=4, items=ALL_ITEMS, **TINY_SPEECH)
+    settings = dict(root=str(root), cache_dir=str(cache_dir), batch_size=4, items=ALL_ITEMS, speech=TINY_SPEECH)
     settings.update(overrides)
     return BEAT2DataModule(**settings)
 
 
 @pytest.fixture(scope="module")
-def ready(corpus, tmp_path_factory) -> BEAT2DataModule:
-    datamodule = make_datamodule(corpus, tmp_path_factory.mktemp("cache"), train_splits=["train", "val", "test"])
+def ready(synthetic_corpus, tmp_path_factory) -> BEAT2DataModule:
+    splits = ["train", "val", "test"]
+    datamodule = make_datamodule(synthetic_corpus, tmp_path_factory.mktemp("cache"), train_splits=splits)
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
@@ -80,19 +77,19 @@ def test_test_items_are_whole_sequences(ready):
     assert batch["id"] == [sequence.id]
 
 
-def test_cache_is_built_once_and_reused(corpus, tmp_path, monkeypatch):
-    first = make_datamodule(corpus, tmp_path)
+def test_cache_is_built_once_and_reused(synthetic_corpus, tmp_path, monkeypatch):
+    first = make_datamodule(synthetic_corpus, tmp_path)
     first.prepare_data()
     calls = []
     original = type(first.cache).compute_arrays
     monkeypatch.setattr(type(first.cache), "compute_arrays", lambda self, s: calls.append(s.id) or original(self, s))
-    second = make_datamodule(corpus, tmp_path)
+    second = make_datamodule(synthetic_corpus, tmp_path)
     second.prepare_data()
     assert calls == []
 
 
-def test_corrupt_cache_entry_is_detected_and_rebuilt(corpus, tmp_path):
-    datamodule = make_datamodule(corpus, tmp_path)
+def test_corrupt_cache_entry_is_detected_and_rebuilt(synthetic_corpus, tmp_path):
+    datamodule = make_datamodule(synthetic_corpus, tmp_path)
     datamodule.prepare_data()
     datamodule.setup("fit")
     sequence = datamodule.datasets["train"].sequences[0]
@@ -101,42 +98,44 @@ def test_corrupt_cache_entry_is_detected_and_rebuilt(corpus, tmp_path):
     raw = bytearray(path.read_bytes())
     raw[-5] ^= 0xFF
     path.write_bytes(bytes(raw))
-    again = make_datamodule(corpus, tmp_path)
+    again = make_datamodule(synthetic_corpus, tmp_path)
     with pytest.warns(UserWarning, match=rf"{sequence.id}.*corrupt"):
         again.prepare_data()
     np.testing.assert_array_equal(np.load(path), clean)
 
 
-def test_changed_feature_settings_use_another_cache(corpus, tmp_path):
-    one = make_datamodule(corpus, tmp_path)
-    other = make_datamodule(corpus, tmp_path, projection_seed=1)
+def test_changed_feature_settings_use_another_cache(synthetic_corpus, tmp_path):
+    one = make_datamodule(synthetic_corpus, tmp_path)
+    other = make_datamodule(synthetic_corpus, tmp_path, speech={**TINY_SPEECH.as_dict(), "projection_seed": 1})
     assert one.cache.folder != other.cache.folder
 
 
-def test_loader_works_with_worker_processes(corpus, tmp_path):
-    datamodule = make_datamodule(corpus, tmp_path, num_workers=2, items=["motion", "audio_high", "speaker"])
+def test_loader_works_with_worker_processes(synthetic_corpus, tmp_path):
+    datamodule = make_datamodule(synthetic_corpus, tmp_path, num_workers=2, items=["motion", "audio_high", "speaker"])
     datamodule.prepare_data()
     datamodule.setup("fit")
     seen = sum(len(batch["motion"]) for batch in datamodule.train_dataloader())
     assert seen == len(datamodule.datasets["train"])
 
 
-def test_empty_split_gives_a_clear_error(corpus, tmp_path):
-    datamodule = make_datamodule(corpus, tmp_path, val_splits=["additional"])
+def test_empty_split_gives_a_clear_error(synthetic_corpus, tmp_path):
+    datamodule = make_datamodule(synthetic_corpus, tmp_path, val_splits=["additional"])
     datamodule.prepare_data()
     datamodule.setup("fit")
     with pytest.raises(ValueError, match="no val items"):
         datamodule.val_dataloader()
 
 
-def test_unknown_item_is_rejected(corpus, tmp_path):
+def test_unknown_item_is_rejected(synthetic_corpus, tmp_path):
     with pytest.raises(ValueError, match="unknown item"):
-        make_datamodule(corpus, tmp_path, items=["motion", "mfcc"])
+        make_datamodule(synthetic_corpus, tmp_path, items=["motion", "mfcc"])
 
 
 def test_joint_mean_speed_is_computed_from_the_train_split(ready):
-    speeds = ready.joint_mean_speed()
+    speeds, source = ready.joint_mean_speed()
     assert speeds.shape == (55,) and (speeds >= 0).all() and speeds[20] > 0
+    assert source == f"train split of {ready.cache.corpus.root}"
+    np.testing.assert_array_equal(speeds, ready.cache.joint_mean_speed(["train", "val", "test"]))
 
 
 @needs_shared

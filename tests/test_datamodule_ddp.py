@@ -3,9 +3,15 @@ import json
 from pathlib import Path
 
 import lightning.pytorch as pl
+import pytest
 import torch
 
+from echomask.audio.speech_settings import SpeechSettings
 from echomask.data.datamodule import BEAT2DataModule
+from echomask.lit.quiet_trainer import quiet_trainer
+
+pytestmark = pytest.mark.ddp
+SPEECH = SpeechSettings(hubert_low_layer=1, feature_dim=16)
 
 
 class RecordingDataModule(BEAT2DataModule):
@@ -45,27 +51,15 @@ def test_cache_built_once_and_ranks_read_disjoint_shards(synthetic_corpus, tmp_p
         cache_dir=str(cache_dir),
         items=["motion", "id", "start"],
         batch_size=4,
-        hubert_low_layer=1,
-        feature_dim=16,
+        speech=SPEECH,
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
+    trainer = quiet_trainer(devices=2, strategy="ddp_spawn", max_epochs=1, limit_val_batches=0)
     trainer.fit(RecordingModule(str(tmp_path)), datamodule=datamodule)
 
     assert (cache_dir / "prepare_calls").read_text().splitlines() == ["called"]
     shards = [set(map(tuple, json.loads((tmp_path / f"rank{rank}.json").read_text()))) for rank in (0, 1)]
     assert shards[0] and shards[1] and not shards[0] & shards[1]
-    single = BEAT2DataModule(root=str(synthetic_corpus), cache_dir=str(cache_dir), hubert_low_layer=1, feature_dim=16)
+    single = BEAT2DataModule(root=str(synthetic_corpus), cache_dir=str(cache_dir), speech=SPEECH)
     single.setup("fit")
     all_windows = {(s.id, start) for number, start in single.datasets["train"].index for s in [single.datasets["train"].sequences[number]]}
     assert shards[0] | shards[1] == all_windows

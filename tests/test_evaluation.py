@@ -8,18 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from echomask import evaluation
+from echomask import scoring
 from echomask.cli import main
 from echomask.data.beat2 import BEAT2Corpus, BEAT2FormatError, read_motion
-from echomask.evaluation import (
-    APPROXIMATE_NOTE,
-    evaluate_predictions,
-    fgd_motion,
-    format_report,
-    load_fgd_encoder,
-    write_report,
-)
-from echomask.lit.evaluator_module import EvaluatorModule
+from echomask.evaluation import evaluate_predictions
+from echomask.scoring import APPROXIMATE_NOTE, fgd_motion, format_report, load_fgd_encoder, write_report
 from echomask.metrics import FACE_LABEL_PARAMETERS, FrechetGestureDistance
 from echomask.models.motion_autoencoder import AESKCONV_PREFIX
 
@@ -28,31 +21,12 @@ needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="../shared not pre
 
 
 @pytest.fixture(scope="module")
-def corpus(synthetic_corpus) -> Path:
-    return synthetic_corpus
+def gt_result(synthetic_corpus, fgd_checkpoint) -> dict:
+    return evaluate_predictions(None, synthetic_corpus, fgd_checkpoint=fgd_checkpoint, progress=False)
 
 
-@pytest.fixture(scope="module")
-def test_sequences(corpus):
-    return list(BEAT2Corpus(corpus, splits=["test"]))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A randomly initialised evaluator, saved as a Lightning checkpoint (`state_dict` with `model.` names)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("evaluator") / "last.ckpt"
-    torch.save({"state_dict": EvaluatorModule().state_dict()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def gt_result(corpus, checkpoint) -> dict:
-    return evaluate_predictions(None, corpus, fgd_checkpoint=checkpoint, progress=False)
-
-
-def evaluate(pred_dir, corpus, checkpoint, **kwargs) -> dict:
-    return evaluate_predictions(pred_dir, corpus, fgd_checkpoint=checkpoint, progress=False, **kwargs)
+def evaluate(pred_dir, synthetic_corpus, fgd_checkpoint, **kwargs) -> dict:
+    return evaluate_predictions(pred_dir, synthetic_corpus, fgd_checkpoint=fgd_checkpoint, progress=False, **kwargs)
 
 
 def copy_predictions(sequences, out: Path, sources=None) -> Path:
@@ -69,7 +43,7 @@ def copy_predictions(sequences, out: Path, sources=None) -> Path:
 FGD_OF_IDENTICAL_SETS = 1e-5
 
 
-def test_ground_truth_alone(gt_result, test_sequences, checkpoint):
+def test_ground_truth_alone(gt_result, test_sequences, fgd_checkpoint):
     assert abs(gt_result["metrics"]["fgd"]) < FGD_OF_IDENTICAL_SETS
     assert 0 < gt_result["metrics"]["bc"] <= 1
     assert math.isfinite(gt_result["metrics"]["l1div"]) and gt_result["metrics"]["l1div"] > 0
@@ -78,7 +52,7 @@ def test_ground_truth_alone(gt_result, test_sequences, checkpoint):
     assert set(gt_result["per_sequence"]) == {sequence.id for sequence in test_sequences}
     assert gt_result["num_sequences"] == len(test_sequences)
     assert gt_result["num_frames"] == sum(len(read_motion(s.motion_path)["poses"]) for s in test_sequences)
-    assert gt_result["fgd_checkpoint"] == str(checkpoint)
+    assert gt_result["fgd_checkpoint"] == str(fgd_checkpoint)
     assert gt_result["approximate_skeleton"] and "approximate" in gt_result["kinematics"]
     assert gt_result["protocol"] == "paper" and gt_result["predictions"] is None
     assert gt_result["joint_mean_speed_source"].startswith("train split")
@@ -94,8 +68,10 @@ def test_per_sequence_values_combine_into_the_totals(gt_result):
     assert gt_result["metrics"]["bc"] == pytest.approx(bc, rel=1e-12)
 
 
-def test_copied_ground_truth_scores_like_the_ground_truth(corpus, checkpoint, test_sequences, gt_result, tmp_path):
-    result = evaluate(copy_predictions(test_sequences, tmp_path / "pred"), corpus, checkpoint)
+def test_copied_ground_truth_scores_like_the_ground_truth(
+    synthetic_corpus, fgd_checkpoint, test_sequences, gt_result, tmp_path
+):
+    result = evaluate(copy_predictions(test_sequences, tmp_path / "pred"), synthetic_corpus, fgd_checkpoint)
     for name in ("fgd", "bc", "l1div"):
         assert result["metrics"][name] == pytest.approx(gt_result["metrics"][name], abs=1e-9)
     for name in ("face_mse", "face_lvd_paper", "face_velocity_error"):
@@ -105,9 +81,9 @@ def test_copied_ground_truth_scores_like_the_ground_truth(corpus, checkpoint, te
 
 
 def test_motion_of_other_files_is_scored_against_the_ground_truth(
-    corpus, checkpoint, test_sequences, gt_result, tmp_path
+    synthetic_corpus, fgd_checkpoint, test_sequences, gt_result, tmp_path
 ):
-    others = [sequence for sequence in BEAT2Corpus(corpus, splits=["train", "val"])]
+    others = [sequence for sequence in BEAT2Corpus(synthetic_corpus, splits=["train", "val"])]
     sources = {sequence.id: others[index].motion_path for index, sequence in enumerate(test_sequences)}
     pred_dir = copy_predictions(test_sequences, tmp_path / "pred", sources)
     shortened_id = test_sequences[0].id
@@ -117,7 +93,7 @@ def test_motion_of_other_files_is_scored_against_the_ground_truth(
         shortened[key] = shortened[key][:keep]
     np.savez(pred_dir / f"{shortened_id}.npz", **shortened)
 
-    result = evaluate(pred_dir, corpus, checkpoint)
+    result = evaluate(pred_dir, synthetic_corpus, fgd_checkpoint)
     assert result["metrics"]["fgd"] > 1e-3
     assert result["metrics"]["face_mse"] > 0 and result["metrics"]["face_velocity_error"] > 0
     assert result["metrics"]["l1div"] != pytest.approx(gt_result["metrics"]["l1div"])
@@ -127,7 +103,7 @@ def test_motion_of_other_files_is_scored_against_the_ground_truth(
 
 
 def test_fgd_cannot_tell_motion_played_to_another_files_audio_but_bc_can(
-    corpus, checkpoint, test_sequences, gt_result, tmp_path
+    synthetic_corpus, fgd_checkpoint, test_sequences, gt_result, tmp_path
 ):
     """The shuffled-audio control of the masking ablation, done by a perfect model: every test sequence's place
     holds the ground truth of the sequence whose audio it is given. FGD compares the two SETS of motion, which are
@@ -135,17 +111,17 @@ def test_fgd_cannot_tell_motion_played_to_another_files_audio_but_bc_can(
     assert len(test_sequences) >= 2
     rotated = test_sequences[1:] + test_sequences[:1]
     sources = {sequence.id: donor.motion_path for sequence, donor in zip(test_sequences, rotated)}
-    result = evaluate(copy_predictions(test_sequences, tmp_path / "pred", sources), corpus, checkpoint)
+    result = evaluate(copy_predictions(test_sequences, tmp_path / "pred", sources), synthetic_corpus, fgd_checkpoint)
     assert abs(result["metrics"]["fgd"]) < FGD_OF_IDENTICAL_SETS
     assert result["metrics"]["l1div"] == pytest.approx(gt_result["metrics"]["l1div"], rel=1e-9)
     assert result["metrics"]["bc"] < gt_result["metrics"]["bc"] - 0.05
 
 
-def test_a_missing_prediction_names_the_file(corpus, checkpoint, test_sequences, tmp_path):
+def test_a_missing_prediction_names_the_file(synthetic_corpus, fgd_checkpoint, test_sequences, tmp_path):
     pred_dir = copy_predictions(test_sequences[1:], tmp_path / "pred")
     missing = pred_dir / f"{test_sequences[0].id}.npz"
     with pytest.raises(BEAT2FormatError, match="prediction missing") as error:
-        evaluate(pred_dir, corpus, checkpoint)
+        evaluate(pred_dir, synthetic_corpus, fgd_checkpoint)
     assert error.value.path == missing
 
 
@@ -156,16 +132,16 @@ def test_a_missing_prediction_names_the_file(corpus, checkpoint, test_sequences,
         (lambda path: np.savez(path, poses=np.zeros((180, 165), np.float32)), "missing key 'trans'"),
     ],
 )
-def test_a_bad_prediction_names_the_file(corpus, checkpoint, test_sequences, tmp_path, damage, message):
+def test_a_bad_prediction_names_the_file(synthetic_corpus, fgd_checkpoint, test_sequences, tmp_path, damage, message):
     pred_dir = copy_predictions(test_sequences, tmp_path / "pred")
     bad = pred_dir / f"{test_sequences[-1].id}.npz"
     damage(bad)
     with pytest.raises(BEAT2FormatError, match=message) as error:
-        evaluate(pred_dir, corpus, checkpoint)
+        evaluate(pred_dir, synthetic_corpus, fgd_checkpoint)
     assert error.value.path == bad
 
 
-def test_a_too_short_prediction_names_the_file(corpus, checkpoint, test_sequences, tmp_path):
+def test_a_too_short_prediction_names_the_file(synthetic_corpus, fgd_checkpoint, test_sequences, tmp_path):
     pred_dir = copy_predictions(test_sequences, tmp_path / "pred")
     short = pred_dir / f"{test_sequences[0].id}.npz"
     arrays = dict(np.load(short))
@@ -173,18 +149,19 @@ def test_a_too_short_prediction_names_the_file(corpus, checkpoint, test_sequence
         arrays[key] = arrays[key][:100]
     np.savez(short, **arrays)
     with pytest.raises(ValueError, match=f"{short.name}.*too short"):
-        evaluate(pred_dir, corpus, checkpoint)
+        evaluate(pred_dir, synthetic_corpus, fgd_checkpoint)
 
 
-def test_cli_gt_only_prints_the_table_and_writes_json(corpus, checkpoint, gt_result, tmp_path, capsys):
+def test_cli_gt_only_prints_the_table_and_writes_json(synthetic_corpus, fgd_checkpoint, gt_result, tmp_path, capsys):
     out = tmp_path / "report" / "metrics.json"
     status = main(
-        ["evaluate", "--gt-only", "--data-root", str(corpus), "--fgd-checkpoint", str(checkpoint), "--out", str(out)]
+        ["evaluate", "--gt-only", "--data-root", str(synthetic_corpus), "--fgd-checkpoint", str(fgd_checkpoint),
+         "--out", str(out)]
     )
     printed = capsys.readouterr().out
     assert status == 0
     assert "FGD ×10⁻¹" in printed and "BC ×10⁻¹" in printed and "ground truth" in printed
-    assert f"FGD checkpoint: {checkpoint}" in printed and APPROXIMATE_NOTE in printed
+    assert f"FGD checkpoint: {fgd_checkpoint}" in printed and APPROXIMATE_NOTE in printed
     written = json.loads(out.read_text())
     assert written["metrics"]["bc"] == pytest.approx(gt_result["metrics"]["bc"], rel=1e-12)
     assert written["per_sequence"].keys() == gt_result["per_sequence"].keys()
@@ -196,29 +173,31 @@ def test_cli_needs_predictions_or_gt_only(capsys):
     assert "--pred" in capsys.readouterr().err
 
 
-def test_without_a_checkpoint_the_error_says_how_to_train_one(corpus, tmp_path, monkeypatch, capsys):
+def test_without_a_checkpoint_the_error_says_how_to_train_one(synthetic_corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no logs/evaluator/checkpoints/last.ckpt here
     with pytest.raises(FileNotFoundError, match="make train-evaluator"):
-        evaluate_predictions(None, corpus, progress=False)
-    assert main(["evaluate", "--gt-only", "--data-root", str(corpus)]) == 2
+        evaluate_predictions(None, synthetic_corpus, progress=False)
+    assert main(["evaluate", "--gt-only", "--data-root", str(synthetic_corpus)]) == 2
     assert "make train-evaluator" in capsys.readouterr().err
 
 
-def test_the_trained_evaluator_is_found_at_its_default_path(corpus, checkpoint, tmp_path, monkeypatch):
+def test_the_trained_evaluator_is_found_at_its_default_path(synthetic_corpus, fgd_checkpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    default = tmp_path / evaluation.DEFAULT_EVALUATOR_CHECKPOINT
+    default = tmp_path / scoring.DEFAULT_EVALUATOR_CHECKPOINT
     default.parent.mkdir(parents=True)
-    shutil.copyfile(checkpoint, default)
-    result = evaluate_predictions(None, corpus, progress=False)
-    assert result["fgd_checkpoint"] == str(evaluation.DEFAULT_EVALUATOR_CHECKPOINT)
+    shutil.copyfile(fgd_checkpoint, default)
+    result = evaluate_predictions(None, synthetic_corpus, progress=False)
+    assert result["fgd_checkpoint"] == str(scoring.DEFAULT_EVALUATOR_CHECKPOINT)
 
 
-def test_files_shipped_in_the_corpus_weights_folder_are_preferred(corpus, checkpoint, tmp_path, monkeypatch):
+def test_files_shipped_in_the_corpus_weights_folder_are_preferred(
+    synthetic_corpus, fgd_checkpoint, tmp_path, monkeypatch
+):
     copy = tmp_path / "corpus"
-    shutil.copytree(corpus, copy)
+    shutil.copytree(synthetic_corpus, copy)
     weights = copy / "weights"
     weights.mkdir()
-    state = torch.load(checkpoint, weights_only=True)["state_dict"]
+    state = torch.load(fgd_checkpoint, weights_only=True)["state_dict"]
     aeskconv = {AESKCONV_PREFIX + name.removeprefix("model."): tensor for name, tensor in state.items()}
     torch.save({"model_state": aeskconv}, weights / "AESKConv_240_100.bin")
     np.save(weights / "mean_vel_smplxflame_30.npy", np.full(55, 0.5, dtype=np.float32))
@@ -228,20 +207,20 @@ def test_files_shipped_in_the_corpus_weights_folder_are_preferred(corpus, checkp
     assert result["joint_mean_speed_source"] == str(weights / "mean_vel_smplxflame_30.npy")
 
 
-def test_clean_protocol_is_named_and_changes_bc(corpus, checkpoint, gt_result):
-    clean = evaluate(None, corpus, checkpoint, protocol="clean")
+def test_clean_protocol_is_named_and_changes_bc(synthetic_corpus, fgd_checkpoint, gt_result):
+    clean = evaluate(None, synthetic_corpus, fgd_checkpoint, protocol="clean")
     assert clean["protocol"] == "clean" and "protocol: clean" in format_report(clean)
     assert clean["metrics"]["bc"] != pytest.approx(gt_result["metrics"]["bc"])
     assert clean["metrics"]["l1div"] == pytest.approx(gt_result["metrics"]["l1div"], rel=1e-12)
 
 
-def test_bad_arguments_are_refused(corpus, checkpoint, tmp_path):
+def test_bad_arguments_are_refused(synthetic_corpus, fgd_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="protocol must be one of"):
-        evaluate(None, corpus, checkpoint, protocol="modern")
+        evaluate(None, synthetic_corpus, fgd_checkpoint, protocol="modern")
     with pytest.raises(FileNotFoundError, match="prediction folder"):
-        evaluate(tmp_path / "nowhere", corpus, checkpoint)
+        evaluate(tmp_path / "nowhere", synthetic_corpus, fgd_checkpoint)
     with pytest.raises(FileNotFoundError, match="FGD checkpoint"):
-        evaluate(None, corpus, tmp_path / "none.ckpt")
+        evaluate(None, synthetic_corpus, tmp_path / "none.ckpt")
 
 
 def test_report_round_trips_through_json(gt_result, tmp_path):

@@ -1,18 +1,18 @@
-"""The FGD evaluator training (SPEC §8.2): experiments/demo/evaluator.yaml through LightningCLI."""
+"""The FGD evaluator training (SPEC §8.2): the evaluator stage's tiny configs through LightningCLI."""
 from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
-from lightning.pytorch.cli import LightningCLI
 
+from echomask.lightning_cli import build_lightning_cli
 from echomask.lit.evaluator_module import EvaluatorModule
 from echomask.models.motion_autoencoder import MotionAutoencoder
+from echomask.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / "experiments" / "demo" / "evaluator.yaml"
-FULL_CONFIG = REPO / "experiments" / "evaluator.yaml"
+EVALUATOR = STAGES["evaluator"]
 TRAIN_STEPS = 50
 
 
@@ -26,38 +26,17 @@ class LossRecorder(pl.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def config_under(config: Path, root_dir: Path) -> Path:
-    """A copy of `config` with trainer.default_root_dir (so, by interpolation, logs and checkpoints) under tmp."""
-    settings = yaml.safe_load(config.read_text())
-    settings["trainer"]["default_root_dir"] = str(root_dir)
-    copy = root_dir.parent / f"{config.stem}_under_tmp.yaml"
-    copy.write_text(yaml.safe_dump(settings))
-    return copy
-
-
-def run_cli(args: list[str], recorder: pl.Callback) -> LightningCLI:
-    """LightningCLI exactly as `echomask fit` builds it (echomask.cli.run_lightning_cli), plus `recorder`."""
-    return LightningCLI(
-        model_class=pl.LightningModule,
-        datamodule_class=pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        parser_kwargs={"parser_mode": "omegaconf"},
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [recorder]},
-        args=args,
-    )
-
-
 @pytest.fixture(scope="module")
 def trained(synthetic_corpus, tmp_path_factory):
-    """The demo config fitted for TRAIN_STEPS steps on the synthetic corpus, everything written under tmp."""
+    """The tiny configs fitted for TRAIN_STEPS steps on the synthetic corpus, everything written under tmp (the
+    logger's and checkpoint's folders follow trainer.default_root_dir by interpolation)."""
     work = tmp_path_factory.mktemp("evaluator")
     recorder = LossRecorder()
-    cli = run_cli(
+    cli = build_lightning_cli(
         [
             "fit",
-            "--config", str(config_under(DEMO_CONFIG, work / "logs")),
+            *EVALUATOR.config_arguments("tiny", root=REPO),
+            "--trainer.default_root_dir", str(work / "logs"),
             "--data.init_args.root", str(synthetic_corpus),
             "--data.init_args.cache_dir", str(work / "cache"),
             "--data.init_args.batch_size", "6",
@@ -67,7 +46,7 @@ def trained(synthetic_corpus, tmp_path_factory):
             "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false",
         ],
-        recorder,
+        trainer_defaults={"callbacks": [recorder]},
     )
     return cli, recorder.losses, work / "logs"
 
@@ -99,15 +78,13 @@ def test_last_checkpoint_loads_as_the_fgd_encoder(trained):
     assert (logs / "evaluator").is_dir() and any((logs / "evaluator").glob("version_*/events.out.tfevents.*"))
 
 
-def test_demo_config_differs_from_the_full_config_only_in_budget_and_speech_features():
-    full, demo = yaml.safe_load(FULL_CONFIG.read_text()), yaml.safe_load(DEMO_CONFIG.read_text())
-    assert demo["model"] == full["model"]
-    # the data differ only in the speech features, which the demo shares with its other stages' cache
-    demo_data = {**demo["data"], "init_args": dict(demo["data"]["init_args"])}
-    assert demo_data["init_args"].pop("hubert") == "signal"
-    assert demo_data == full["data"]
-    assert demo["trainer"]["callbacks"] == full["trainer"]["callbacks"]
-    assert demo["trainer"]["max_epochs"] < full["trainer"]["max_epochs"]
+def test_the_tiny_overlay_changes_only_the_budget_and_the_speech_features():
+    full, tiny = (yaml.safe_load((REPO / path).read_text()) for path in EVALUATOR.config_files("tiny"))
+    assert set(tiny) == {"trainer", "data"}
+    assert set(tiny["trainer"]) == {"max_epochs", "log_every_n_steps"}
+    assert tiny["trainer"]["max_epochs"] < full["trainer"]["max_epochs"]
+    # the speech features only, which the tiny configs of every stage share (one feature cache)
+    assert tiny["data"] == {"init_args": {"speech": {"hubert": "signal"}}}
 
 
 def test_windows_must_be_a_multiple_of_16_frames():

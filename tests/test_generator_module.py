@@ -1,8 +1,9 @@
 """GeneratorModule (SPEC §6.5, §6.6, §7, §8): training passes, EMA, masking strategies, checkpoints, test loop, DDP.
 
-Stage 1 is a set of real Lightning checkpoints of the demo sizes (experiments/demo/vqvae.yaml), each trained
-for one step on the session's small synthetic corpus, so the generator module reads them exactly as it reads
-the output of `make train-vqvae`.
+Stage 1 is the session's `stage1_checkpoints` (tests/conftest.py): real Lightning checkpoints of the tiny stage-1
+configs, each trained for one step on the small synthetic corpus, so the generator module reads them exactly as it
+reads the output of `make train-vqvae`. The generator itself is trained through `echomask fit` once per session
+(`generator_fit`); the tests here build smaller modules directly.
 """
 from __future__ import annotations
 
@@ -14,21 +15,17 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from echomask.cli import main as echomask_main
+from echomask.audio.speech_settings import SpeechSettings
 from echomask.data.beat2 import read_motion
 from echomask.data.datamodule import BEAT2DataModule
 from echomask.evaluation import evaluate_predictions
-from echomask.lit.generator_module import STAGE1_MODELS, GeneratorModule
-from echomask.lit.translation_module import TranslationModule
-from echomask.lit.vqvae_module import VQVAEModule
+from echomask.lightning_cli import compose
+from echomask.lit.generator_module import GeneratorModule
+from echomask.lit.quiet_trainer import quiet_trainer
 from echomask.models.masking import MASK_STRATEGIES
-from echomask.models.motion_autoencoder import MotionAutoencoder
 from echomask.motion.parts import WHOLE_BODY_DIM
 
-REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = REPO / "experiments"
 WINDOW_ITEMS = ["motion", "expressions", "speaker", "audio_low", "audio_high", "audio"]
 TEST_ITEMS = ["motion", "expressions", "joints", "betas", "audio", "audio_low", "audio_high", "speaker", "id"]
 TINY_GENERATOR = dict(
@@ -47,59 +44,27 @@ TINY_GENERATOR = dict(
 )
 
 
-def demo_stage1_sizes() -> dict:
-    """The model settings of experiments/demo/vqvae.yaml, without the validation clip."""
-    settings = yaml.safe_load((EXPERIMENTS / "demo" / "vqvae.yaml").read_text())["model"]["init_args"]
-    return {**settings, "render_frames": 0}
+def fitted_speech(checkpoint: Path) -> SpeechSettings:
+    """The speech settings a checkpoint of `echomask fit` was trained with (its data module's)."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return SpeechSettings.of(saved["datamodule_hyper_parameters"]["speech"])
 
 
-def demo_speech_settings() -> dict:
-    """The speech-feature settings of experiments/demo/generator.yaml (extractor and size)."""
-    data = yaml.safe_load((EXPERIMENTS / "demo" / "generator.yaml").read_text())["data"]["init_args"]
-    return {"hubert": data["hubert"], "feature_dim": data["feature_dim"]}
-
-
-def quiet_trainer(root: Path, **overrides) -> pl.Trainer:
-    settings = dict(
-        accelerator="cpu",
-        devices=1,
-        max_steps=1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-    )
-    return pl.Trainer(**{**settings, **overrides})
+def one_step_trainer(root: Path, **overrides) -> pl.Trainer:
+    """One training step, no validation, nothing written but under `root`."""
+    return quiet_trainer(**{"max_steps": 1, "limit_val_batches": 0, "default_root_dir": root, **overrides})
 
 
 @pytest.fixture(scope="module")
-def workspace(synthetic_corpus, tmp_path_factory) -> dict:
-    """The corpus, a feature cache, one-step stage-1 checkpoints and an (untrained) FGD evaluator checkpoint."""
-    folder = tmp_path_factory.mktemp("generator_module")
-    cache = folder / "cache"
-    stage1_data = BEAT2DataModule(
-        root=str(synthetic_corpus),
-        cache_dir=str(cache),
-        items=["motion", "expressions"],
-        batch_size=8,
-        **demo_speech_settings(),
-    )
-    checkpoints = {}
-    sizes = demo_stage1_sizes()
-    for name in STAGE1_MODELS:
-        pl.seed_everything(0)
-        module = TranslationModule(width=sizes["width"]) if name == "translation" else VQVAEModule(part=name, **sizes)
-        trainer = quiet_trainer(folder)
-        trainer.fit(module, datamodule=stage1_data)
-        checkpoints[name] = folder / "vqvae" / name / "checkpoints" / "last.ckpt"
-        trainer.save_checkpoint(checkpoints[name])
-    evaluator = folder / "evaluator.ckpt"
-    untrained = {f"model.{key}": value for key, value in MotionAutoencoder().state_dict().items()}
-    torch.save({"state_dict": untrained}, evaluator)
-    return {"corpus": synthetic_corpus, "cache": cache, "stage1": checkpoints, "evaluator": evaluator, "folder": folder}
+def workspace(synthetic_corpus, stage1_checkpoints, fgd_checkpoint, generator_fit) -> dict:
+    """The corpus, the session's feature cache, stage-1 checkpoints and (untrained) FGD evaluator checkpoint."""
+    return {
+        "corpus": synthetic_corpus,
+        "cache": generator_fit.cache,
+        "stage1": stage1_checkpoints,
+        "evaluator": fgd_checkpoint,
+        "speech": fitted_speech(generator_fit.checkpoint),  # the tiny configs' (stage 1's code size)
+    }
 
 
 def make_datamodule(workspace: dict, **overrides) -> BEAT2DataModule:
@@ -109,7 +74,7 @@ def make_datamodule(workspace: dict, **overrides) -> BEAT2DataModule:
         items=WINDOW_ITEMS,
         test_items=TEST_ITEMS,
         batch_size=4,
-        **demo_speech_settings(),
+        speech=workspace["speech"],
     )
     return BEAT2DataModule(**{**settings, **overrides})
 
@@ -121,7 +86,7 @@ def make_module(workspace: dict, tmp_path: Path, **overrides) -> GeneratorModule
         fgd_checkpoint=str(workspace["evaluator"]),
         output_dir=str(tmp_path / "test_output"),
         render_frames=0,
-        **demo_speech_settings(),
+        speech=workspace["speech"],
     )
     return GeneratorModule(**{**settings, **overrides})
 
@@ -136,27 +101,13 @@ def window_batch(workspace: dict) -> dict:
 # ----------------------------------------------------------------------------------------- the CLI
 
 
-def test_fast_dev_run_through_the_cli_with_the_demo_config(workspace, tmp_path):
-    stage1 = json.dumps({name: str(path) for name, path in workspace["stage1"].items()})
-    status = echomask_main(
-        [
-            "fit",
-            "--config", str(EXPERIMENTS / "generator.yaml"),
-            "--config", str(EXPERIMENTS / "demo" / "generator.yaml"),
-            "--data.root", str(workspace["corpus"]),
-            "--data.cache_dir", str(workspace["cache"]),
-            "--model.init_args.stage1_checkpoints", stage1,
-            "--model.init_args.fgd_checkpoint", str(workspace["evaluator"]),
-            "--model.init_args.output_dir", str(tmp_path / "test_output"),
-            "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
-            "--trainer.default_root_dir", str(tmp_path),  # fast_dev_run's checkpoint goes here, not into the repo
-            "--trainer.accelerator", "cpu",
-            "--trainer.enable_progress_bar", "false",
-            "--data.batch_size", "4",
-            "--trainer.fast_dev_run", "1",
-        ]
-    )  # fmt: skip
-    assert status == 0
+def test_echomask_fit_with_the_tiny_configs_leaves_a_loadable_checkpoint(generator_fit, workspace):
+    """The session's `echomask fit` run (tests/conftest.py): its checkpoint records the speech settings as plain
+    data (loadable with weights_only=True) and rebuilds the module."""
+    saved = torch.load(generator_fit.checkpoint, map_location="cpu", weights_only=True)
+    tiny_data = compose(generator_fit.options).datamodule  # the tiny configs and the session's files
+    assert saved["hyper_parameters"]["speech"] == tiny_data.speech.as_dict() == workspace["speech"].as_dict()
+    assert GeneratorModule.load_for_inference(generator_fit.checkpoint).speech == tiny_data.speech
 
 
 # ----------------------------------------------------------------------------------------- training
@@ -170,7 +121,7 @@ def test_ema_moves_towards_the_live_weights_by_the_decay_rule(workspace, tmp_pat
     before = {name: value.detach().clone() for name, value in module.ema.module.named_parameters()}
     assert all(torch.equal(before[name], value) for name, value in live.named_parameters())  # starts as a copy
 
-    quiet_trainer(tmp_path).fit(module, datamodule=make_datamodule(workspace))
+    one_step_trainer(tmp_path).fit(module, datamodule=make_datamodule(workspace))
 
     assert int(module.ema.num_updates) == 1
     moved = 0
@@ -214,7 +165,7 @@ def test_batching_passes_b_and_c_gives_the_same_losses_and_gradients(workspace, 
 def test_each_masking_strategy_runs_a_training_step(workspace, tmp_path, strategy):
     pl.seed_everything(0)
     module = make_module(workspace, tmp_path, masking=strategy)
-    trainer = quiet_trainer(tmp_path)
+    trainer = one_step_trainer(tmp_path)
     trainer.fit(module, datamodule=make_datamodule(workspace))
     logged = trainer.logged_metrics
     assert torch.isfinite(logged["train/loss_step"])
@@ -244,7 +195,7 @@ def test_generator_checkpoint_alone_rebuilds_everything_and_generates(workspace,
         shutil.copy(path, copies[name])
     module = make_module(workspace, tmp_path, stage1_checkpoints={name: str(path) for name, path in copies.items()})
     datamodule = make_datamodule(workspace)
-    trainer = quiet_trainer(tmp_path)
+    trainer = one_step_trainer(tmp_path)
     trainer.fit(module, datamodule=datamodule)
     checkpoint = tmp_path / "generator.ckpt"
     trainer.save_checkpoint(checkpoint)
@@ -252,7 +203,7 @@ def test_generator_checkpoint_alone_rebuilds_everything_and_generates(workspace,
 
     loaded = GeneratorModule.load_for_inference(checkpoint)
     assert not loaded.training and not loaded.synthesizer.vqvaes["face"].training
-    assert loaded.hparams.stage1_hparams["face"]["code_dim"] == demo_stage1_sizes()["code_dim"]
+    assert loaded.hparams.stage1_hparams["face"]["code_dim"] == workspace["speech"].feature_dim
     torch.testing.assert_close(loaded.speech_projection, datamodule.cache.speech_features.projection)
     original_state = module.state_dict()
     for name, value in loaded.state_dict().items():
@@ -279,9 +230,10 @@ def test_missing_stage1_checkpoint_names_the_file_and_the_make_target(workspace,
 
 
 def test_speech_settings_must_match_the_data_module(workspace, tmp_path):
-    module = make_module(workspace, tmp_path, hubert_low_layer=5)
-    with pytest.raises(ValueError, match="hubert_low_layer: model 5 vs data 11"):
-        quiet_trainer(tmp_path).fit(module, datamodule=make_datamodule(workspace))
+    settings = {**workspace["speech"].as_dict(), "hubert_low_layer": 5}
+    module = make_module(workspace, tmp_path, speech=settings)
+    with pytest.raises(ValueError, match="speech.hubert_low_layer: model 5 vs data 11"):
+        one_step_trainer(tmp_path).fit(module, datamodule=make_datamodule(workspace))
 
 
 def test_generator_sizes_fixed_by_stage1_are_rejected(workspace, tmp_path):
@@ -296,16 +248,21 @@ def test_test_loop_writes_one_readable_npz_per_sequence_and_prints_the_table(wor
     pl.seed_everything(0)
     module = make_module(workspace, tmp_path)
     datamodule = make_datamodule(workspace)
-    quiet_trainer(tmp_path).test(module, datamodule=datamodule)
+    one_step_trainer(tmp_path).test(module, datamodule=datamodule)
     printed = capsys.readouterr().out
 
     output = Path(module.hparams.output_dir)
     sequences = datamodule.datasets["test"].sequences
-    assert sorted(path.stem for path in output.glob("*.npz")) == sorted(sequence.id for sequence in sequences)
+    ids = sorted(sequence.id for sequence in sequences)
+    assert sorted(path.name for path in output.glob("*.npz")) == sorted(
+        [f"{seq_id}.npz" for seq_id in ids] + [f"{seq_id}_sqa.npz" for seq_id in ids]
+    )
     for sequence in sequences:
         motion = read_motion(output / f"{sequence.id}.npz")
         assert motion["poses"].shape == (sequence.num_frames, 165) and motion["fps"] == 30
         assert np.isfinite(motion["poses"]).all()
+        with np.load(output / f"{sequence.id}_sqa.npz") as sqa:  # the SQA scores the notebook plots
+            assert sqa["scores"].shape == (sequence.num_frames,) and int(sqa["sample_rate"]) == 16000
     header = printed.splitlines()[0]
     for column in ("FGD", "BC", "L1div"):
         assert column in header
@@ -319,23 +276,29 @@ def test_test_loop_writes_one_readable_npz_per_sequence_and_prints_the_table(wor
     assert rescored["metrics"].keys() == report["metrics"].keys()
     for name, value in report["metrics"].items():
         assert value == pytest.approx(rescored["metrics"][name], rel=1e-4), name
+    # one scorer: the same per-sequence values and report layout as `echomask evaluate`
+    assert report.keys() == rescored.keys()
+    for seq_id, values in report["per_sequence"].items():
+        assert values["npz"] == str(output / f"{seq_id}.npz")
+        for name in ("frames", "bc", "l1div", "face_mse"):
+            assert values[name] == pytest.approx(rescored["per_sequence"][seq_id][name], rel=1e-4), (seq_id, name)
 
 
 # ----------------------------------------------------------------------------------------- DDP (SPEC §7)
 
 
 @pytest.mark.slow
+@pytest.mark.ddp
 def test_two_process_ddp_fit_and_test_on_cpu(workspace, tmp_path):
     pl.seed_everything(0)
     module = make_module(workspace, tmp_path, metrics_every_n_epochs=1)
     datamodule = make_datamodule(workspace)
-    trainer = quiet_trainer(
-        tmp_path, strategy="ddp_spawn", devices=2, max_steps=2, limit_val_batches=1, num_sanity_val_steps=0
-    )
+    trainer = one_step_trainer(tmp_path, strategy="ddp_spawn", devices=2, max_steps=2, limit_val_batches=1)
     trainer.fit(module, datamodule=datamodule)
     assert int(module.ema.num_updates) == 2  # rank 0's weights come back to this process after ddp_spawn
     trainer.test(module, datamodule=datamodule)
     report = json.loads((Path(module.hparams.output_dir) / "metrics.json").read_text())
     # each rank generated its own sequence; the gathered report and the synced metrics cover both
     assert report["num_sequences"] == len(datamodule.cache.sequences(["test"])) == 2
+    assert all("bc" in values for values in report["per_sequence"].values())
     assert all(np.isfinite(value) for value in report["metrics"].values())

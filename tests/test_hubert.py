@@ -22,24 +22,24 @@ def wave() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def tiny() -> HubertFeatures:
+def tiny_hubert() -> HubertFeatures:
     return HubertFeatures("tiny-random", low_layer=11)
 
 
-def test_shapes_and_dtype(tiny, wave):
+def test_shapes_and_dtype(tiny_hubert, wave):
     for num_frames in (1, 45, 90, 91):  # frame 90 is at 3.0 s, the end of the audio
-        low, high = tiny(wave, num_frames)
+        low, high = tiny_hubert(wave, num_frames)
         assert low.shape == high.shape == (num_frames, 256)
         assert low.dtype == high.dtype == np.float32
         assert np.all(np.isfinite(low)) and np.all(np.isfinite(high))
-    assert not np.allclose(*tiny(wave, 90))  # low and high are different layers
+    assert not np.allclose(*tiny_hubert(wave, 90))  # low and high are different layers
 
 
-def test_tiny_random_is_deterministic_across_instances(tiny, wave):
+def test_tiny_random_is_deterministic_across_instances(tiny_hubert, wave):
     other = HubertFeatures("tiny-random", low_layer=11)
-    for mine, theirs in zip(tiny(wave, 90), other(wave, 90)):
+    for mine, theirs in zip(tiny_hubert(wave, 90), other(wave, 90)):
         np.testing.assert_array_equal(mine, theirs)
-    assert tiny.cache_key() == other.cache_key()
+    assert tiny_hubert.cache_key() == other.cache_key()
 
 
 def test_tiny_random_leaves_the_global_rng_alone():
@@ -98,11 +98,11 @@ def test_projection_is_orthonormal():
     torch.testing.assert_close(orthonormal_projection(1024, 256, seed=0), tall, atol=0, rtol=0)
 
 
-def test_features_are_the_projected_hidden_states(tiny, wave):
+def test_features_are_the_projected_hidden_states(tiny_hubert, wave):
     raw = HubertFeatures("tiny-random", low_layer=11, projection="none", out_dim=None)
-    assert tiny.projection.shape == (64, 256)
-    for projected, unprojected in zip(tiny(wave, 90), raw(wave, 90)):
-        np.testing.assert_allclose(projected, unprojected @ tiny.projection.numpy(), atol=1e-5)
+    assert tiny_hubert.projection.shape == (64, 256)
+    for projected, unprojected in zip(tiny_hubert(wave, 90), raw(wave, 90)):
+        np.testing.assert_allclose(projected, unprojected @ tiny_hubert.projection.numpy(), atol=1e-5)
         np.testing.assert_allclose(np.linalg.norm(projected, axis=1), np.linalg.norm(unprojected, axis=1), rtol=1e-4)
 
 
@@ -111,8 +111,8 @@ def test_projection_none_rejects_another_out_dim():
         HubertFeatures("tiny-random", projection="none", out_dim=256)
 
 
-def test_cache_key_changes_with_each_setting(tiny, tmp_path):
-    tiny.model.save_pretrained(tmp_path / "local")
+def test_cache_key_changes_with_each_setting(tiny_hubert, tmp_path):
+    tiny_hubert.model.save_pretrained(tmp_path / "local")
     variants = {
         "baseline": dict(),
         "model": dict(model=str(tmp_path / "local")),
@@ -131,25 +131,26 @@ def test_cache_key_changes_with_each_setting(tiny, tmp_path):
     assert len(set(texts)) == len(variants)
 
 
-def test_cache_key_fingerprints_the_weights(tiny, tmp_path):
-    tiny.model.save_pretrained(tmp_path / "same")
-    assert HubertFeatures(str(tmp_path / "same")).cache_key()["weights_sha256"] == tiny.cache_key()["weights_sha256"]
+def test_cache_key_fingerprints_the_weights(tiny_hubert, tmp_path):
+    tiny_hubert.model.save_pretrained(tmp_path / "same")
+    weights = tiny_hubert.cache_key()["weights_sha256"]
+    assert HubertFeatures(str(tmp_path / "same")).cache_key()["weights_sha256"] == weights
     changed = HubertFeatures("tiny-random")
     with torch.no_grad():
         changed.model.encoder.layers[0].feed_forward.output_dense.bias.add_(1.0)
     changed.model.save_pretrained(tmp_path / "changed")
-    assert HubertFeatures(str(tmp_path / "changed")).cache_key()["weights_sha256"] != tiny.cache_key()["weights_sha256"]
+    assert HubertFeatures(str(tmp_path / "changed")).cache_key()["weights_sha256"] != weights
 
 
-def test_local_directory_round_trip(tiny, wave, tmp_path):
-    tiny.model.save_pretrained(tmp_path / "hubert")
+def test_local_directory_round_trip(tiny_hubert, wave, tmp_path):
+    tiny_hubert.model.save_pretrained(tmp_path / "hubert")
     loaded = HubertFeatures(str(tmp_path / "hubert"), low_layer=11)
-    for mine, theirs in zip(tiny(wave, 90), loaded(wave, 90)):
+    for mine, theirs in zip(tiny_hubert(wave, 90), loaded(wave, 90)):
         np.testing.assert_allclose(theirs, mine, atol=1e-6)
 
 
-def test_local_directory_preprocessor_config_sets_normalisation(tiny, tmp_path):
-    tiny.model.save_pretrained(tmp_path / "hubert")
+def test_local_directory_preprocessor_config_sets_normalisation(tiny_hubert, tmp_path):
+    tiny_hubert.model.save_pretrained(tmp_path / "hubert")
     assert HubertFeatures(str(tmp_path / "hubert")).normalize is True
     (tmp_path / "hubert" / "preprocessor_config.json").write_text(json.dumps({"do_normalize": False}))
     assert HubertFeatures(str(tmp_path / "hubert")).normalize is False
@@ -164,8 +165,8 @@ def test_hub_name_not_in_cache_fails_clearly_without_network(monkeypatch):
         HubertFeatures("echomask-tests/not-a-cached-hubert")
 
 
-def test_too_many_frames_or_too_short_audio_is_an_error(tiny, wave):
+def test_too_many_frames_or_too_short_audio_is_an_error(tiny_hubert, wave):
     with pytest.raises(ValueError, match="audio lasts only"):
-        tiny(wave, 92)
+        tiny_hubert(wave, 92)
     with pytest.raises(ValueError, match="at least 400 samples"):
-        tiny(wave[:300], 1)
+        tiny_hubert(wave[:300], 1)

@@ -121,6 +121,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.ddp
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_two_processes_agree_with_one(tmp_path: Path):
     out_file = tmp_path / "ddp_values.pt"

@@ -1,7 +1,10 @@
-"""The result-inspection notebook (SPEC §9): `echomask.results` on tiny artefacts, then the notebook run on them."""
+"""The result-inspection notebook (SPEC §9): `echomask.results` on tiny hand-made artefacts, the notebook run on
+them, and the notebook run on the outputs of a real `echomask test` and `echomask generate` (the session's
+`pipeline_outputs`, laid out as `make demo` leaves `outputs/`)."""
 import contextlib
 import io
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -9,20 +12,19 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-import torch
 from nbclient import NotebookClient
 
+import echomask
 from echomask import results
-from echomask.data.beat2 import BEAT2Corpus, read_audio_checked, read_motion
-from echomask.evaluation import evaluate_predictions, write_report
+from echomask.data.beat2 import read_audio_checked, read_motion
+from echomask.evaluation import evaluate_predictions
 from echomask.inference import SMPLX_GENDER, SMPLX_MODEL, write_smplx_npz
-from echomask.lit.evaluator_module import EvaluatorModule
+from echomask.metrics.display import PAPER_SCALE
 from echomask.render import write_video
+from echomask.scoring import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "inspect_results.ipynb"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="../shared not present")
 
 EVALUATE_RUN, GENERATOR_RUN = "evaluate", "generator"
 GENERATED_SECONDS = 5  # shorter than the corpus' 6 s sequences: the evaluation crops to the common length
@@ -44,27 +46,20 @@ def generated_like(motion: dict, frames: int, rng: np.random.Generator) -> dict[
 
 
 def write_sqa(path: Path, audio: np.ndarray, frames: int, rng: np.random.Generator, with_mask: bool = True) -> dict:
+    """Random SQA scores (normalised) over `audio`, with the top 30 % as the mask when `with_mask`."""
     scores = rng.random(frames).astype(np.float32)
-    arrays = {"scores": scores / scores.sum(), "audio": audio.astype(np.float32), "sample_rate": np.array(16000)}
-    if with_mask:
-        arrays["mask"] = scores > np.quantile(scores, 0.7)
-    np.savez(path, **arrays)
-    return arrays
+    mask = scores > np.quantile(scores, 0.7) if with_mask else None
+    results.write_sqa(path, scores / scores.sum(), audio, 16000, mask=mask)
+    with np.load(path) as written:
+        return dict(written)
 
 
 @pytest.fixture(scope="module")
-def test_sequences(synthetic_corpus):
-    return list(BEAT2Corpus(synthetic_corpus, splits=["test"]))
-
-
-@pytest.fixture(scope="module")
-def root(synthetic_corpus, test_sequences, tmp_path_factory) -> Path:
+def root(synthetic_corpus, test_sequences, fgd_checkpoint, tmp_path_factory) -> Path:
     """A results root: `evaluate/` (metrics of the ground truth alone) and `generator/` (metrics, one generated npz
     per test sequence, an `_sqa.npz` and an mp4 for the first), plus a folder that is not a run."""
     root = tmp_path_factory.mktemp("outputs")
-    torch.manual_seed(0)
-    checkpoint = root / "evaluator.ckpt"
-    torch.save({"state_dict": EvaluatorModule().state_dict()}, checkpoint)
+    checkpoint = fgd_checkpoint
     write_report(
         evaluate_predictions(None, synthetic_corpus, fgd_checkpoint=checkpoint, progress=False),
         root / EVALUATE_RUN / "metrics.json",
@@ -158,7 +153,7 @@ def test_bad_metrics_files_are_named(tmp_path):
     with pytest.raises(ValueError, match="metrics.json: not valid JSON"):
         results.load_metrics(tmp_path)
     (tmp_path / "metrics.json").write_text(json.dumps({"name": "x", "metrics": {}}))
-    with pytest.raises(ValueError, match="missing \\['paper_scale', 'protocol', 'fgd_checkpoint', 'per_sequence'\\]"):
+    with pytest.raises(ValueError, match="not an evaluation result, missing \\['paper_scale', 'protocol', "):
         results.load_metrics(tmp_path)
 
 
@@ -268,6 +263,9 @@ def kernel(tmp_path, monkeypatch) -> str:
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     (spec_dir / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": KERNEL_NAME, "language": "python"}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    # the kernel (started in notebooks/) imports the echomask under test, wherever this process found it
+    package_root = str(Path(echomask.__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     return KERNEL_NAME
@@ -329,3 +327,38 @@ def test_the_notebook_says_what_is_missing(tmp_path, monkeypatch):
     text = run_cells_here(NOTEBOOK)
     assert "no runs under" in text
     assert text.count("skipped: ") == 4
+
+
+def test_runs_are_picked_per_section_by_what_they_hold(root):
+    runs = results.find_runs(root)
+    assert results.metric_runs(runs) == [root / EVALUATE_RUN, root / GENERATOR_RUN]
+    assert results.generated_runs(runs) == [root / GENERATOR_RUN]  # the ground-truth run has no generated files
+
+
+# ---------------------------------------------------------------------------------------- on real outputs
+
+
+def paper_cells(result: dict) -> list[str]:
+    """The metric table's cells of a run: its paper-scale values with 3 decimals, in the table's order."""
+    return [f"{result['paper_scale'][key]:.3f}" for key in PAPER_SCALE if key in result["paper_scale"]]
+
+
+@pytest.mark.e2e
+def test_the_notebook_shows_a_real_test_and_generate_run(pipeline_outputs, kernel, monkeypatch):
+    """`make demo`'s outputs (a real `echomask test` and `echomask generate`, tiny): no cell fails, nothing is
+    skipped, and the metric table holds the test run's row with the values of its metrics.json."""
+    monkeypatch.setenv(results.RESULTS_VARIABLE, str(pipeline_outputs))
+    test_run, generate_run = pipeline_outputs / "generator" / "test", pipeline_outputs / "demo"
+    outputs = execute_notebook(kernel)  # raises on the first cell error
+    text = text_of(outputs)
+    assert "2 run(s)" in text and "skipped" not in text
+    row = next(line for line in text.splitlines() if line.startswith(f"{test_run.name} "))
+    result = results.load_metrics(test_run)
+    assert result["metrics"].keys() >= {"fgd", "bc", "l1div", "face_mse"}
+    for cell in paper_cells(result):
+        assert cell in row, (cell, row)
+    for seq_id in result["per_sequence"]:
+        assert re.search(f"^{seq_id} +\\| {result['per_sequence'][seq_id]['frames']} ", text, flags=re.MULTILINE)
+    assert len(displayed(outputs, "image/png")) == 3  # per-sequence bars, SQA plot, clip strip
+    videos = displayed(outputs, "text/html")
+    assert len(videos) == 1 and f"{generate_run.name}/talk.mp4" in videos[0]

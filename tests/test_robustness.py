@@ -18,6 +18,7 @@ from echomask.data.beat2 import BEAT2Corpus, speaker_of
 from echomask.data.corpus_cache import CorpusCache
 from echomask.data.datamodule import BEAT2DataModule
 from echomask.lit.callbacks import NonFiniteBatchCheck, NonFiniteBatchError
+from echomask.lit.quiet_trainer import quiet_trainer
 
 POISONED_FRAME = 10
 
@@ -42,17 +43,8 @@ class MotionMean(pl.LightningModule):
 
 
 def trainer(**overrides) -> pl.Trainer:
-    settings = dict(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[NonFiniteBatchCheck()],
-    )
-    return pl.Trainer(**{**settings, **overrides})
+    """One epoch with the non-finite check (`overrides` replace Trainer arguments, e.g. no callbacks)."""
+    return quiet_trainer(**{"max_epochs": 1, "callbacks": [NonFiniteBatchCheck()], **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ DTYPES = [torch.float32, torch.float64]
 
 
 @pytest.fixture(scope="module")
-def golden():
+def rot6d_golden():
     with np.load(SHARED / "golden" / "rot6d.npz") as arrays:
         return {name: arrays[name] for name in arrays.files}
 
@@ -62,31 +62,31 @@ def rotation_about(axis: int, angle: float, dtype=torch.float64) -> torch.Tensor
 
 @needs_shared
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_golden_real_poses(golden, dtype):
+def test_golden_real_poses(rot6d_golden, dtype):
     suffix = "_f64" if dtype == torch.float64 else ""
     atol = TOLERANCE[dtype]
-    axis_angle = torch.from_numpy(golden["axis_angle"]).to(dtype)
+    axis_angle = torch.from_numpy(rot6d_golden["axis_angle"]).to(dtype)
     matrix = axis_angle_to_matrix(axis_angle)
     assert matrix.dtype == dtype
-    assert_close(matrix, golden["matrix" + suffix], atol)
+    assert_close(matrix, rot6d_golden["matrix" + suffix], atol)
     rot6d = matrix_to_rot6d(matrix)
-    assert_close(rot6d, golden["rot6d" + suffix], atol)
+    assert_close(rot6d, rot6d_golden["rot6d" + suffix], atol)
     roundtrip_matrix = rot6d_to_matrix(rot6d)
-    assert_close(roundtrip_matrix, golden["roundtrip_matrix" + suffix], atol)
-    assert_close(matrix_to_axis_angle(roundtrip_matrix), golden["roundtrip_axis_angle" + suffix], atol)
-    assert_close(rot6d_to_axis_angle(rot6d), golden["roundtrip_axis_angle" + suffix], atol)
+    assert_close(roundtrip_matrix, rot6d_golden["roundtrip_matrix" + suffix], atol)
+    assert_close(matrix_to_axis_angle(roundtrip_matrix), rot6d_golden["roundtrip_axis_angle" + suffix], atol)
+    assert_close(rot6d_to_axis_angle(rot6d), rot6d_golden["roundtrip_axis_angle" + suffix], atol)
 
 
 @needs_shared
-def test_golden_edge_angles(golden):
-    axis_angle = torch.from_numpy(golden["edge_axis_angle_f64"])
+def test_golden_edge_angles(rot6d_golden):
+    axis_angle = torch.from_numpy(rot6d_golden["edge_axis_angle_f64"])
     angles = axis_angle.norm(dim=-1)
     matrix = axis_angle_to_matrix(axis_angle)
-    assert_close(matrix, golden["edge_matrix_f64"], TOLERANCE[torch.float64])
+    assert_close(matrix, rot6d_golden["edge_matrix_f64"], TOLERANCE[torch.float64])
     rot6d = axis_angle_to_rot6d(axis_angle)
-    assert_close(rot6d, golden["edge_rot6d_f64"], TOLERANCE[torch.float64])
+    assert_close(rot6d, rot6d_golden["edge_rot6d_f64"], TOLERANCE[torch.float64])
     roundtrip = rot6d_to_axis_angle(rot6d)
-    expected = torch.from_numpy(golden["edge_roundtrip_axis_angle_f64"])
+    expected = torch.from_numpy(rot6d_golden["edge_roundtrip_axis_angle_f64"])
     near_pi = (angles - math.pi).abs() < 1e-2
     assert near_pi.any() and (~near_pi).any()
     assert_close(roundtrip[~near_pi], expected[~near_pi], TOLERANCE[torch.float64])
@@ -94,11 +94,11 @@ def test_golden_edge_angles(golden):
 
 
 @needs_shared
-def test_golden_noisy_rot6d(golden):
-    noisy = torch.from_numpy(golden["noisy_rot6d_f64"])
+def test_golden_noisy_rot6d(rot6d_golden):
+    noisy = torch.from_numpy(rot6d_golden["noisy_rot6d_f64"])
     matrix = rot6d_to_matrix(noisy)
-    assert_close(matrix, golden["noisy_rot6d_to_matrix_f64"], TOLERANCE[torch.float64])
-    assert_close(matrix_to_rot6d(matrix), golden["noisy_rot6d_reprojected_f64"], TOLERANCE[torch.float64])
+    assert_close(matrix, rot6d_golden["noisy_rot6d_to_matrix_f64"], TOLERANCE[torch.float64])
+    assert_close(matrix_to_rot6d(matrix), rot6d_golden["noisy_rot6d_reprojected_f64"], TOLERANCE[torch.float64])
 
 
 # ---------------------------------------------------------------------------- properties

@@ -7,6 +7,7 @@ import soundfile
 from echomask.audio.features import amplitude_envelope
 from echomask.audio.hubert import HubertFeatures
 from echomask.audio.signal_features import SIGNAL, SignalFeatures, speech_features, standardise
+from echomask.audio.speech_settings import SpeechSettings
 from echomask.data.datamodule import BEAT2DataModule
 
 SAMPLE_RATE = 16000
@@ -95,8 +96,7 @@ def test_data_module_with_signal_features(synthetic_corpus, tmp_path):
         root=str(synthetic_corpus),
         cache_dir=str(tmp_path / "cache"),
         items=["motion", "audio_low", "audio_high", "envelope"],
-        hubert=SIGNAL,
-        feature_dim=40,
+        speech=SpeechSettings(hubert=SIGNAL, feature_dim=40),
         batch_size=4,
     )
     module.prepare_data()

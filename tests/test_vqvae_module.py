@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 from pathlib import Path
-from unittest import mock
 
 import lightning.pytorch as pl
 import numpy as np
@@ -22,9 +20,11 @@ from echomask.cli import main as echomask_main
 from echomask.data.datamodule import BEAT2DataModule, EpochShuffleSampler
 from echomask.lit.callbacks import RNGStateCheckpoint
 from echomask.lit.part_losses import part_rotations, static_geodesic
+from echomask.lit.quiet_trainer import quiet_trainer
 from echomask.lit.vqvae_module import VQVAEModule
 from echomask.motion.parts import PART_DIMS
 from echomask.motion.rotations import axis_angle_to_rot6d, geodesic_distance
+from echomask.stages import stage
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
@@ -54,12 +54,10 @@ def stage1(synthetic_corpus, tmp_path_factory) -> dict[str, Path]:
 
 
 def fit(stage1: dict, part: str, workdir: Path, *options: str) -> Path:
-    """`echomask fit` with base + demo + part configs; returns the run's log folder (`<workdir>/<part>`)."""
+    """`echomask fit` with the part's tiny configs; returns the run's log folder (`<workdir>/<part>`)."""
     args = [
         "fit",
-        "--config", str(EXPERIMENTS / "vqvae" / "base.yaml"),
-        "--config", str(EXPERIMENTS / "demo" / "vqvae.yaml"),
-        "--config", str(EXPERIMENTS / "vqvae" / f"{part}.yaml"),
+        *stage(part).config_arguments("tiny", root=REPO),
         "--data.root", str(stage1["corpus"]),
         "--data.cache_dir", str(stage1["cache"]),
         "--data.batch_size", str(TINY_BATCH),
@@ -68,8 +66,7 @@ def fit(stage1: dict, part: str, workdir: Path, *options: str) -> Path:
         "--trainer.enable_progress_bar", "false",
         *options,
     ]
-    with mock.patch.object(sys, "argv", ["echomask"]):  # pytest's own arguments are not the CLI's
-        assert echomask_main(args) == 0
+    assert echomask_main(args) == 0
     return workdir / part
 
 
@@ -90,6 +87,7 @@ def checkpoint(run: Path) -> dict:
 # --- every stage-1 config trains through the CLI -------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("part", STAGE1)
 def test_fast_dev_run_through_the_cli(stage1, part, tmp_path):
     fit(stage1, part, tmp_path, "--trainer.fast_dev_run", "true")
@@ -166,7 +164,7 @@ def test_training_order_depends_only_on_seed_and_epoch():
 
 def test_rng_state_callback_restores_torch_numpy_and_python_generators(tmp_path):
     callback = RNGStateCheckpoint()
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer()
     saved: dict = {}
     torch.manual_seed(1)
     np.random.seed(1)
@@ -247,21 +245,17 @@ class SaveStatePerRank(pl.Callback):
 
 
 @pytest.mark.slow
+@pytest.mark.ddp
 def test_ddp_two_processes_keep_codebooks_identical_across_ranks(stage1, tmp_path):
     """2 CPU processes (gloo). DDP's own buffer broadcast is off, so only the RVQ's all-reduce keeps ranks equal."""
     from lightning.pytorch.strategies import DDPStrategy
 
     pl.seed_everything(0)
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         devices=2,
         strategy=DDPStrategy(start_method="spawn", broadcast_buffers=False),
         max_epochs=2,
         limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[SaveStatePerRank(str(tmp_path))],
     )
     trainer.fit(tiny_vqvae("upper"), datamodule=tiny_datamodule(stage1))
@@ -293,15 +287,7 @@ def test_short_training_lowers_reconstruction_error_well_below_its_initial_value
     datamodule.setup("fit")
     module = tiny_vqvae("upper")
     initial = rotation_error_deg(module, datamodule.val_dataloader())
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=100,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_steps=100, limit_val_batches=0)
     trainer.fit(module, datamodule=datamodule)
     final = rotation_error_deg(module, datamodule.val_dataloader())  # held-out windows
     assert final < 0.2 * initial, f"rotation error {initial:.1f}° -> {final:.1f}° after 100 steps"

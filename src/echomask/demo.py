@@ -1,34 +1,35 @@
-"""`echomask demo`: the whole pipeline on the synthetic corpus with the tiny demo configs (SPEC §2).
+"""`echomask demo`: the whole pipeline on the synthetic corpus with the tiny configs (SPEC §2).
 
 synthetic corpus → FGD evaluator → stage 1 (four RVQ-VAEs + translation) → stage 2 → test-split
-metrics → `generate` on a speech file. Each stage is the same `echomask` command a user would type
-(printed before it runs); the wall time of each is reported at the end with where the outputs are.
-Run it from the repository root (the configs live in `experiments/`).
+metrics → `generate` on a speech file. Each step is the `echomask` command a user would type, built from
+the stage table (`echomask.stages`) and printed before it runs; the wall time of each is reported at the
+end with where the outputs are. Run it from the repository root (the configs live in `experiments/`).
+The caller passes the runner of one command line (the console command's `main`): this module never imports
+the CLI.
 """
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-STAGE1_PARTS = ("face", "upper", "hands", "lower", "translation")
+from echomask.stages import STAGES
+
 SHARED_SPEECH = Path("../shared/audio/speech_44k_stereo_mp3.wav")
-GENERATOR_CHECKPOINT = "logs/generator/checkpoints/last.ckpt"
-TEST_OUTPUTS = "outputs/generator/test"
+TEST_OUTPUTS = "outputs/generator/test"  # the generator config's model.init_args.output_dir
+DEMO_SIZE = "tiny"
 
 
-def demo_stages(data_root: str, audio: str, generate_out: str) -> list[tuple[str, list[str]]]:
-    """(stage name, echomask arguments) in order."""
+def demo_steps(data_root: str, audio: str, generate_out: str) -> list[tuple[str, list[str]]]:
+    """(step name, echomask arguments) in order: every stage trained at the tiny size, then test and generate."""
     data = ["--data.root", data_root]
-    generator = ["--config", "experiments/generator.yaml", "--config", "experiments/demo/generator.yaml", *data]
-    stages = [("evaluator", ["fit", "--config", "experiments/demo/evaluator.yaml", *data])]
-    for part in STAGE1_PARTS:
-        configs = ["--config", "experiments/vqvae/base.yaml", "--config", "experiments/demo/vqvae.yaml"]
-        stages.append((f"stage 1: {part}", ["fit", *configs, "--config", f"experiments/vqvae/{part}.yaml", *data]))
-    stages.append(("stage 2: generator", ["fit", *generator]))
-    stages.append(("test metrics", ["test", *generator, "--ckpt_path", GENERATOR_CHECKPOINT]))
-    stages.append(("generate", ["generate", "--audio", audio, "--out", generate_out]))
-    return stages
+    steps = [(entry.name, ["fit", *entry.config_arguments(DEMO_SIZE), *data]) for entry in STAGES.values()]
+    generator = STAGES["generator"]
+    steps.append(("test metrics", ["test", *generator.config_arguments(DEMO_SIZE), *data,
+                                   "--ckpt_path", generator.checkpoint]))
+    steps.append(("generate", ["generate", "--audio", audio, "--out", generate_out, "--ckpt", generator.checkpoint]))
+    return steps
 
 
 def demo_audio(data_root: Path) -> Path:
@@ -40,8 +41,8 @@ def demo_audio(data_root: Path) -> Path:
     return BEAT2Corpus(data_root, splits=["test"])[0].audio_path
 
 
-def demo_command(options: argparse.Namespace) -> int:
-    from echomask.cli import main
+def demo_command(options: argparse.Namespace, run: Callable[[list[str]], int]) -> int:
+    """Run the demo; ``run`` runs one ``echomask`` command line and returns its exit status."""
     from echomask.data.synthetic import write_synthetic_corpus
 
     timings: list[tuple[str, float]] = []
@@ -51,23 +52,24 @@ def demo_command(options: argparse.Namespace) -> int:
         write_synthetic_corpus(data_root, seed=options.seed)
     timings.append(("synthetic corpus", time.perf_counter() - started))
     audio = Path(options.audio) if options.audio else demo_audio(data_root)
-    for name, arguments in demo_stages(str(data_root), str(audio), options.out):
+    for name, arguments in demo_steps(str(data_root), str(audio), options.out):
         print(f"\n=== {name}: echomask {' '.join(arguments)}", flush=True)
         started = time.perf_counter()
-        status = main(arguments)
+        status = run(arguments)
         timings.append((name, time.perf_counter() - started))
         if status:
-            print(f"demo stopped: stage '{name}' failed (exit status {status})")
+            print(f"demo stopped: step '{name}' failed (exit status {status})")
             return status
-    print("\n=== demo finished; wall time per stage:")
+    print("\n=== demo finished; wall time per step:")
     for name, seconds in timings:
         print(f"  {name:<22} {seconds:7.1f} s")
     print(f"  {'total':<22} {sum(s for _, s in timings):7.1f} s")
+    checkpoints = ", ".join(entry.checkpoint for entry in STAGES.values())
     print(
         "\noutputs:\n"
         f"  generated motion and video: {options.out}/{audio.stem}.npz, {options.out}/{audio.stem}.mp4\n"
         f"  test-split motion and metrics: {TEST_OUTPUTS}/<id>.npz, {TEST_OUTPUTS}/metrics.json\n"
-        "  checkpoints: logs/{evaluator,vqvae/<part>,generator}/checkpoints/last.ckpt\n"
+        f"  checkpoints: {checkpoints}\n"
         "  TensorBoard: tensorboard --logdir logs\n"
         "  notebook: notebooks/inspect_results.ipynb"
     )

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from echomask.audio.features import MOTION_FPS
-from echomask.audio.io import AudioError, load_audio
+from echomask.audio.io import SAMPLE_RATE, AudioError, load_audio
+from echomask.stages import STAGES
 
-DEFAULT_CHECKPOINT = "logs/generator/checkpoints/last.ckpt"
+DEFAULT_CHECKPOINT = STAGES["generator"].checkpoint  # where `make train-generator` leaves it
 DEFAULT_SPEAKER = 2  # BEAT2's benchmark speaker (scott); any id the checkpoint was trained with works
 MIN_SECONDS = 1.0  # shorter audio gives too few frames for one seeded window
 SILENCE_RMS = 1e-4  # RMS below which a recording counts as silent
@@ -66,32 +67,24 @@ def generate_from_audio(
     audio, out_dir, checkpoint = Path(audio), Path(out_dir), Path(checkpoint)
     if not checkpoint.exists():
         raise FileNotFoundError(f"{checkpoint}: no generator checkpoint (train one with `make train-generator`)")
-    sample_rate = 16000
+    sample_rate = SAMPLE_RATE
     wave = load_audio(audio, sample_rate=sample_rate)
     check_speech(wave, audio, sample_rate)
 
     # imported here: transformers and the models take seconds to import, bad input is refused before
-    from echomask.audio.signal_features import speech_features
     from echomask.inference import motion_to_smplx, neutral_seed, seed_from_npz, write_smplx_npz
     from echomask.lit.generator_module import GeneratorModule
+    from echomask.results import write_sqa
 
     module = GeneratorModule.load_for_inference(checkpoint)
-    hp = module.hparams
-    if not 1 <= speaker <= hp.num_speakers:
-        raise ValueError(f"speaker must be a BEAT2 speaker id in 1..{hp.num_speakers}, got {speaker}")
+    num_speakers = module.hparams.num_speakers
+    if not 1 <= speaker <= num_speakers:
+        raise ValueError(f"speaker must be a BEAT2 speaker id in 1..{num_speakers}, got {speaker}")
     fps = MOTION_FPS
     num_frames = int(len(wave) / sample_rate * fps)
 
     started = time.perf_counter()
-    speech = speech_features(
-        hp.hubert,
-        hp.hubert_low_layer,
-        hp.hubert_high_layer,
-        hp.feature_dim,
-        hp.projection_seed,
-        fps=fps,
-        progress=progress,
-    )
+    speech = module.speech.extractor(fps=fps, progress=progress)
     if not torch.equal(speech.projection.cpu(), module.speech_projection.cpu()):
         raise ValueError(f"{checkpoint}: the stored speech projection differs from the one rebuilt from its settings")
     low, high = speech(wave, num_frames)
@@ -114,13 +107,8 @@ def generate_from_audio(
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays = motion_to_smplx(result["motion"][0], result["expressions"][0])
     npz_path = write_smplx_npz(out_dir / f"{audio.stem}.npz", arrays)
-    # SQA frame scores over the waveform, for notebooks/inspect_results.ipynb (layout: echomask.results)
-    np.savez(
-        out_dir / f"{audio.stem}_sqa.npz",
-        scores=result["scores"][0].numpy().astype(np.float32),
-        audio=wave.astype(np.float32),
-        sample_rate=np.int64(sample_rate),
-    )
+    # SQA frame scores over the waveform, for notebooks/inspect_results.ipynb
+    write_sqa(out_dir / f"{audio.stem}_sqa.npz", result["scores"][0].numpy(), wave, sample_rate)
     video_path, render_seconds = None, 0.0
     if video:
         started = time.perf_counter()

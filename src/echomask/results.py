@@ -6,14 +6,16 @@ A *results root* (default ``outputs/``; the environment variable ``ECHOMASK_RESU
 folders at any depth. A run folder is any folder holding a ``metrics.json`` or a generated motion file; in it:
 
 ``metrics.json``
-    an evaluation result as :func:`echomask.evaluation.evaluate_predictions` returns it and
-    :func:`echomask.evaluation.write_report` writes it: ``name``, ``metrics`` (raw), ``paper_scale``, ``protocol``,
-    ``fgd_checkpoint``, ``kinematics``, ``per_sequence`` ({id: {frames, bc, l1div, face_mse, ...}}), ...
+    the report of a :class:`echomask.scoring.MotionScorer`, whichever path wrote it (``echomask evaluate``, the
+    generator's ``echomask test``, the masking ablation): ``name``, ``metrics`` (raw), ``paper_scale``,
+    ``protocol``, ``fgd_checkpoint``, ``kinematics``, ``per_sequence`` ({id: {frames, bc, l1div, face_mse, ...}}),
+    ``sections`` (extra statistics), ... (the layout is described in :mod:`echomask.scoring`).
 ``<id>.npz``
     generated motion of sequence ``<id>`` in the BEAT2/SMPL-X layout (:func:`echomask.inference.write_smplx_npz`).
 ``<id>_sqa.npz`` (optional)
-    the SQA view of that sequence: ``scores`` (T,) float32 frame scores at 30 fps, ``mask`` (T,) bool, the frames
-    the SQA mask selects (may be absent), ``audio`` (N,) float32 waveform, ``sample_rate`` int (16 kHz).
+    the SQA view of that sequence (:func:`write_sqa`): ``scores`` (T,) float32 frame scores at 30 fps, ``mask``
+    (T,) bool, the frames the SQA mask selects (may be absent), ``audio`` (N,) float32 waveform, ``sample_rate``
+    int (16 kHz).
 ``<id>.mp4`` (optional)
     a rendered video of ``<id>.npz`` (:func:`echomask.render.write_video`).
 
@@ -36,18 +38,17 @@ import torch
 from matplotlib.figure import Figure
 
 from echomask.data.beat2 import MOTION_FPS, read_motion
-from echomask.evaluation import table_row
 from echomask.lit.media import attention_mask_figure
 from echomask.metrics.display import PAPER_HEADER, PAPER_SCALE, format_table, to_paper_scale
 from echomask.motion.kinematics import Kinematics, build_kinematics
 from echomask.render import render_skeleton_frames
+from echomask.scoring import check_report, table_row
 
 RESULTS_VARIABLE = "ECHOMASK_RESULTS"  # environment variable naming the results root
 DEFAULT_RESULTS_ROOT = Path("outputs")  # SPEC §3: generated npz/videos and reports go under outputs/
 METRICS_FILE = "metrics.json"
 SQA_SUFFIX = "_sqa"  # <id>_sqa.npz
 VIDEO_SUFFIX = ".mp4"
-REQUIRED_METRICS_KEYS = ("name", "metrics", "paper_scale", "protocol", "fgd_checkpoint", "per_sequence")
 
 
 class MissingArtefact(FileNotFoundError):
@@ -112,6 +113,16 @@ def pick_run(runs: Sequence[Path], name: str | None = None) -> Path:
     return matches[0]
 
 
+def metric_runs(runs: Sequence[Path]) -> list[Path]:
+    """The runs that hold a ``metrics.json`` (what the per-sequence section shows)."""
+    return [run for run in runs if (Path(run) / METRICS_FILE).is_file()]
+
+
+def generated_runs(runs: Sequence[Path]) -> list[Path]:
+    """The runs that hold generated ``<id>.npz`` or ``<id>_sqa.npz`` files (what the SQA and clip sections show)."""
+    return [run for run in runs if sequence_ids(run)]
+
+
 def sequence_ids(run: str | Path) -> list[str]:
     """Sorted ids of the sequences with a generated ``<id>.npz`` or an ``<id>_sqa.npz`` in ``run``."""
     ids = set()
@@ -161,15 +172,12 @@ def load_metrics(run: str | Path) -> dict:
     """The evaluation result ``<run>/metrics.json`` (module docstring)."""
     path = Path(run) / METRICS_FILE
     if not path.is_file():
-        raise MissingArtefact(f"no {path} (written by `echomask evaluate` and the generator's test)")
+        raise MissingArtefact(f"no {path} (written by `echomask evaluate`, `echomask test` and the ablation)")
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
-    missing = [key for key in REQUIRED_METRICS_KEYS if not isinstance(result, dict) or key not in result]
-    if missing:
-        raise ValueError(f"{path}: not an evaluation result, missing {missing}")
-    return result
+    return check_report(result, str(path))
 
 
 def metric_table(runs: Sequence[Path]) -> str:
@@ -243,6 +251,28 @@ def plot_per_sequence(result: Mapping, key: str = "bc") -> Figure:
 
 
 # -------------------------------------------------------------------------------------------------- SQA scores
+
+
+def write_sqa(
+    path: str | Path,
+    scores: np.ndarray,
+    audio: np.ndarray,
+    sample_rate: int,
+    mask: np.ndarray | None = None,
+) -> Path:
+    """Write an ``<id>_sqa.npz`` (module docstring): ``scores`` (T,), ``audio`` (N,), the sample rate and, when
+    given, the ``mask`` (T,) bool. Parent folders are created; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "scores": np.asarray(scores, dtype=np.float32),
+        "audio": np.asarray(audio, dtype=np.float32),
+        "sample_rate": np.int64(sample_rate),
+    }
+    if mask is not None:
+        arrays["mask"] = np.asarray(mask, dtype=bool)
+    np.savez(path, **arrays)
+    return path
 
 
 def load_sqa(path: str | Path) -> dict[str, np.ndarray | int | None]:

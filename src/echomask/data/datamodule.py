@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from echomask.audio.signal_features import speech_features
+from echomask.audio.speech_settings import SpeechSettings
 from echomask.data.beat2 import BEAT2Corpus
 from echomask.data.corpus_cache import CorpusCache
 from echomask.data.datasets import SequenceDataset, WindowDataset, check_items
@@ -65,12 +66,8 @@ class BEAT2DataModule(pl.LightningDataModule):
         batch_size: windows per training batch.
         num_workers: DataLoader worker processes.
         train_splits, val_splits, test_splits: which split-csv types feed each loader.
-        hubert: "tiny-random", a local directory, a hub name already in the local cache, or "signal" (no
-            HuBERT: log-mel, envelope and onset features, `echomask.audio.signal_features`; the synthetic demo).
-        hubert_low_layer: index of the low-level hidden state (paper: 11).
-        hubert_high_layer: index of the high-level hidden state (None: the last).
-        feature_dim: projected speech feature size (paper: 256).
-        projection_seed: seed of the fixed orthonormal projection.
+        speech: how speech becomes features (`SpeechSettings`: HuBERT model and layers, feature size,
+            projection seed); in a config a mapping, e.g. ``speech: {hubert: signal, feature_dim: 64}``.
         smplx_model_dir: SMPL-X model folder; None uses the approximate skeleton.
         on_error: "raise" or "skip" for sequences with bad files.
         verify_cache: check every cached array's checksum before use.
@@ -93,11 +90,7 @@ class BEAT2DataModule(pl.LightningDataModule):
         train_splits: list[str] = ("train",),
         val_splits: list[str] = ("val",),
         test_splits: list[str] = ("test",),
-        hubert: str = "tiny-random",
-        hubert_low_layer: int = 11,
-        hubert_high_layer: int | None = None,
-        feature_dim: int = 256,
-        projection_seed: int = 0,
+        speech: SpeechSettings = SpeechSettings(),
         smplx_model_dir: str | None = None,
         on_error: str = "raise",
         verify_cache: bool = True,
@@ -106,7 +99,9 @@ class BEAT2DataModule(pl.LightningDataModule):
         seed: int | None = None,
     ):
         super().__init__()
+        self.speech = SpeechSettings.of(speech)
         self.save_hyperparameters()
+        self.hparams["speech"] = self.speech.as_dict()  # plain data: checkpoints load with weights_only=True
         self.items = check_items(items)
         self.test_items = check_items(test_items)
         self._cache: CorpusCache | None = None
@@ -119,9 +114,7 @@ class BEAT2DataModule(pl.LightningDataModule):
             hp = self.hparams
             all_splits = sorted({*hp.train_splits, *hp.val_splits, *hp.test_splits})
             corpus = BEAT2Corpus(Path(hp.root), speakers=hp.speakers, splits=all_splits, on_error=hp.on_error)
-            speech = speech_features(
-                hp.hubert, hp.hubert_low_layer, hp.hubert_high_layer, hp.feature_dim, hp.projection_seed, fps=hp.fps
-            )
+            speech = self.speech.extractor(fps=hp.fps)
             self._cache = CorpusCache(
                 corpus,
                 hp.cache_dir,
@@ -185,11 +178,11 @@ class BEAT2DataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", 1, shuffle=False)
 
-    def joint_mean_speed(self):
-        """Per-joint mean speed for beat consistency: BEAT2's shipped file when present, else the train split's."""
-        shipped = self.cache.corpus.root / "weights" / "mean_vel_smplxflame_30.npy"
-        if shipped.exists():
-            import numpy as np
+    def joint_mean_speed(self) -> tuple[np.ndarray, str]:
+        """Per-joint mean speeds ``(55,)`` for beat consistency and where they come from: BEAT2's shipped file when
+        present, else the train split's (from the cache)."""
+        from echomask.scoring import resolve_joint_mean_speed
 
-            return np.load(shipped).astype("float32")
-        return self.cache.joint_mean_speed(self.hparams.train_splits)
+        return resolve_joint_mean_speed(
+            self.cache.corpus.root, lambda: self.cache.joint_mean_speed(self.hparams.train_splits)
+        )

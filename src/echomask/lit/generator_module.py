@@ -7,11 +7,11 @@ What it holds
 - ``self.ema``: an :class:`~echomask.lit.ema.EMA` copy of the generator (decay 0.9999), used only to score
   frames for the mask (SPEC §6.3).
 - ``speech_projection`` (buffer): the fixed HuBERT projection matrix the training features were made with;
-  the HuBERT settings (``hubert``, ``hubert_low_layer``, ``hubert_high_layer``, ``feature_dim``,
-  ``projection_seed``) are hyper-parameters. Together they say how to compute features for new audio.
+  the speech settings (``speech``, a :class:`~echomask.audio.speech_settings.SpeechSettings`) are a
+  hyper-parameter. Together they say how to compute features for new audio.
 
-Stage 1 is read from its Lightning checkpoints (``logs/vqvae/<part>/checkpoints/last.ckpt`` and
-``logs/vqvae/translation/checkpoints/last.ckpt`` by default). Their architectures are recorded in
+Stage 1 is read from its Lightning checkpoints (by default where the stage table, `echomask.stages`, says
+`make train-vqvae` leaves them: ``logs/vqvae/<name>/checkpoints/last.ckpt``). Their architectures are recorded in
 ``hparams["stage1_hparams"]`` and their weights live in this module's state dict, so a generator checkpoint
 alone rebuilds everything (:meth:`GeneratorModule.load_for_inference`).
 
@@ -45,11 +45,13 @@ windows with the "clean" square-root rule, not the paper protocol). TensorBoard 
 and mask over the waveform, and a rendered GT-vs-generated skeleton clip.
 
 Test (SPEC §6.6, §8.1): whole sequences (batch size 1) through ``synthesizer.generate`` seeded with the ground
-truth's first 4 frames; FGD, BC, L1div and the face metrics with the chosen protocol; every sequence is written as
-``<output_dir>/<id>.npz`` and the table is printed and saved as ``<output_dir>/metrics.json``. The metrics are
-computed as ``echomask evaluate --pred <output_dir>`` computes them (same inputs: the written SMPL-X arrays, the
-sequence's whole audio file for BC, the same FGD extractor), so both give the same numbers up to the float
-rounding of the ground truth's round trip through the 6D cache.
+truth's first 4 frames (:meth:`GeneratorModule.generate_sequence`); every sequence is written as
+``<output_dir>/<id>.npz`` with its SQA frame scores as ``<id>_sqa.npz`` and scored by a
+:class:`~echomask.scoring.MotionScorer` (FGD, BC, L1div and the face metrics with the chosen protocol); its report
+is printed and saved as ``<output_dir>/metrics.json``. The scorer and its inputs are those of
+``echomask evaluate --pred <output_dir>`` (the written SMPL-X arrays, the sequence's whole audio file for BC, the
+same FGD extractor), so both give the same numbers up to the float rounding of the ground truth's round trip
+through the 6D cache.
 """
 from __future__ import annotations
 
@@ -64,7 +66,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from lightning.pytorch.trainer.states import TrainerFn
@@ -72,29 +73,14 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from echomask.audio.signal_features import SpeechFeatures
-from echomask.data.beat2 import read_audio_checked
+from echomask.audio.speech_settings import SpeechSettings
+from echomask.data.beat2 import AUDIO_SAMPLE_RATE, read_audio_checked
 from echomask.data.datamodule import BEAT2DataModule
-from echomask.evaluation import (
-    face_label,
-    face_signal,
-    fgd_motion,
-    find_fgd_checkpoint,
-    format_report,
-    load_fgd_encoder,
-    write_report,
-)
 from echomask.inference import START_XZ_COLUMNS, TRANS_COLUMNS, MotionSynthesizer, motion_to_smplx, write_smplx_npz
 from echomask.lit.ema import EMA
 from echomask.lit.kinematics_holder import KinematicsHolder
 from echomask.lit.media import attention_mask_figure, log_figure, log_skeleton_clip, tensorboard
-from echomask.metrics import (
-    BeatConsistency,
-    FaceLVDPaper,
-    FaceVelocityError,
-    FaceVertexMSE,
-    FrechetGestureDistance,
-    L1Diversity,
-)
+from echomask.metrics import FrechetGestureDistance, L1Diversity
 from echomask.metrics.beat_consistency import PROTOCOLS
 from echomask.models.conv_vqvae import RVQVAE
 from echomask.models.generator import GENERATOR_PARTS, EchoMaskGenerator, GeneratorOutput
@@ -104,11 +90,20 @@ from echomask.models.translation import TranslationModel
 from echomask.motion.parts import PART_DIMS, PART_NAMES, ROT6D_DIM, WHOLE_BODY_DIM
 from echomask.motion.rotations import rot6d_to_matrix
 from echomask.motion.skeleton import NUM_JOINTS
+from echomask.results import write_sqa
+from echomask.scoring import (
+    SMPLX_KEYS,
+    MotionScorer,
+    Provenance,
+    find_fgd_checkpoint,
+    format_report,
+    load_fgd_encoder,
+    write_report,
+)
+from echomask.stages import STAGE1_MODELS, stage1_checkpoint
 
 log = logging.getLogger(__name__)
 
-STAGE1_MODELS = (*PART_NAMES, "translation")
-SPEECH_SETTINGS = ("hubert", "hubert_low_layer", "hubert_high_layer", "feature_dim", "projection_seed")
 WINDOW_ITEMS = ("motion", "expressions", "speaker", "audio_low", "audio_high", "audio")  # audio: the SQA plot
 TEST_ITEMS = ("motion", "expressions", "speaker", "audio_low", "audio_high", "id")
 INFONCE_PARTS = ("face", "hands")  # SPEC §6.5: pass A's two InfoNCE terms
@@ -136,11 +131,6 @@ DERIVED_GENERATOR_ARGUMENTS = (
     "num_rvq_layers",
     "codebook_size",
 )
-
-
-def default_stage1_checkpoint(name: str) -> str:
-    """Where `make train-vqvae` leaves the checkpoint of a part or of "translation"."""
-    return f"logs/vqvae/{name}/checkpoints/last.ckpt"
 
 
 # ----------------------------------------------------------------------------------------------- stage 1
@@ -201,7 +191,7 @@ def read_stage1(checkpoints: Mapping[str, str] | None) -> tuple[dict[str, dict],
     unknown = sorted(set(checkpoints or {}) - set(STAGE1_MODELS))
     if unknown:
         raise ValueError(f"stage1_checkpoints: unknown name(s) {unknown}; known: {list(STAGE1_MODELS)}")
-    paths = {name: default_stage1_checkpoint(name) for name in STAGE1_MODELS} | dict(checkpoints or {})
+    paths = {name: stage1_checkpoint(name) for name in STAGE1_MODELS} | dict(checkpoints or {})
     arguments, weights = {}, {}
     for name in STAGE1_MODELS:
         arguments[name], weights[name] = read_stage1_checkpoint(name, paths[name])
@@ -294,15 +284,6 @@ def reduce_accuracy(correct: Tensor) -> Tensor:
     return correct.float().mean(dim=(0, 1))
 
 
-def gather_objects(value: object) -> list:
-    """`value` from every rank (a one-element list without torch.distributed)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return [value]
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, value)
-    return gathered
-
-
 # ------------------------------------------------------------------------------------------------ module
 
 
@@ -329,11 +310,12 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
         seed_frames: visible frames of pass A and of each inference window (SPEC §6.5/§6.6: 4).
         temperature: code choice at test time (0: argmax, the paper); top_k: sampling restricted to the k best.
         stage1_checkpoints: name -> stage-1 checkpoint, names face, upper, hands, lower, translation; names left
-            out take `default_stage1_checkpoint(name)`. Read only when `stage1_hparams` is None.
+            out take the stage table's path (`echomask.stages.stage1_checkpoint`). Read only when `stage1_hparams`
+            is None.
         stage1_hparams: the stage-1 architectures; None reads them (and the weights) from `stage1_checkpoints`.
             Set automatically and saved in generator checkpoints.
-        hubert, hubert_low_layer, hubert_high_layer, feature_dim, projection_seed: the speech-feature settings
-            (SPEC §4.4); must equal the data module's (the configs interpolate them from there).
+        speech: the speech-feature settings (SPEC §4.4, `SpeechSettings`); must equal the data module's (the
+            configs interpolate them from there: ``speech: ${data.init_args.speech}``).
         smplx_model_dir: SMPL-X model folder for joints and face vertices; None: the approximate skeleton.
         fgd_checkpoint: FGD feature extractor: "auto" (the corpus' weights/AESKConv_240_100.bin if present, else
             logs/evaluator/checkpoints/last.ckpt, as `echomask evaluate`), a path, or None/"none" to skip FGD.
@@ -366,11 +348,7 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
         top_k: int | None = None,
         stage1_checkpoints: dict[str, str] | None = None,
         stage1_hparams: dict[str, dict] | None = None,
-        hubert: str = "tiny-random",
-        hubert_low_layer: int = 11,
-        hubert_high_layer: int | None = None,
-        feature_dim: int = 256,
-        projection_seed: int = 0,
+        speech: SpeechSettings = SpeechSettings(),
         smplx_model_dir: str | None = None,
         fgd_checkpoint: str | None = FGD_AUTO,
         metric_protocol: str = "paper",
@@ -388,7 +366,9 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
             raise ValueError(f"metric_protocol must be one of {PROTOCOLS}, got {metric_protocol!r}")
         if metrics_every_n_epochs < 1:
             raise ValueError(f"metrics_every_n_epochs must be at least 1, got {metrics_every_n_epochs}")
+        self.speech = SpeechSettings.of(speech)
         self.save_hyperparameters()
+        self.hparams["speech"] = self.speech.as_dict()  # plain data: checkpoints load with weights_only=True
         self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
 
         weights = None
@@ -400,16 +380,18 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
             for part in PART_NAMES:
                 vqvaes[part].load_state_dict(weights[part])
             translation.load_state_dict(weights["translation"])
-        model = EchoMaskGenerator(**generator_arguments(generator, stage1_hparams, num_speakers, feature_dim))
+        model = EchoMaskGenerator(
+            **generator_arguments(generator, stage1_hparams, num_speakers, self.speech.feature_dim)
+        )
         self.synthesizer = MotionSynthesizer(
             model, vqvaes, translation, window=window, stride=inference_stride, seed_frames=seed_frames
         )
         self.ema = EMA(model, decay=ema_decay)
         # filled in `setup` from the data module's HuBERT features, or from a checkpoint (see load_state_dict)
-        self.register_buffer("speech_projection", torch.zeros(0, feature_dim))
+        self.register_buffer("speech_projection", torch.zeros(0, self.speech.feature_dim))
         self.init_kinematics(smplx_model_dir)
         self._metrics: dict[str, dict[str, Metric]] = {}
-        self._test_sequences: dict[str, dict] = {}
+        self._scorer: MotionScorer | None = None
         self._audio_files: dict[str, Path] = {}
         self._test_started = 0.0
 
@@ -458,16 +440,13 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
         if stage in (TrainerFn.FITTING, TrainerFn.VALIDATING):
             self._metrics["val"] = self._validation_metrics(datamodule)
         if stage == TrainerFn.TESTING:
-            self._metrics["test"] = self._test_metrics(datamodule)
+            self._scorer = self._test_scorer(datamodule)
             self._audio_files = {sequence.id: sequence.audio_path for sequence in datamodule.cache.corpus}
 
     def _check_data_settings(self, datamodule: BEAT2DataModule) -> None:
-        data = datamodule.hparams
-        mismatched = {
-            name: (self.hparams[name], data[name])
-            for name in (*SPEECH_SETTINGS, "window")
-            if self.hparams[name] != data[name]
-        }
+        mismatched = {f"speech.{name}": pair for name, pair in self.speech.differences(datamodule.speech).items()}
+        if self.hparams.window != datamodule.hparams.window:
+            mismatched["window"] = (self.hparams.window, datamodule.hparams.window)
         if mismatched:
             details = ", ".join(
                 f"{name}: model {mine!r} vs data {theirs!r}" for name, (mine, theirs) in mismatched.items()
@@ -517,20 +496,18 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
             "l1div_gt": L1Diversity(),
         }
 
-    def _test_metrics(self, datamodule: BEAT2DataModule) -> dict[str, Metric]:
-        protocol = self.hparams.metric_protocol
-        label = face_label(self.kinematics)
-        return {
-            **self._fgd_metric(datamodule, protocol),
-            "bc": BeatConsistency(joint_mean_speed=datamodule.joint_mean_speed(), protocol=protocol),
-            "l1div": L1Diversity(),
-            "face_mse": FaceVertexMSE(protocol=protocol, label=label),
-            "face_lvd_paper": FaceLVDPaper(label=label),
-            "face_velocity_error": FaceVelocityError(label=label),
-        }
+    def _test_scorer(self, datamodule: BEAT2DataModule) -> MotionScorer:
+        speeds, source = datamodule.joint_mean_speed()
+        return MotionScorer(
+            self.kinematics,
+            speeds,
+            source,
+            fgd_checkpoint=self._fgd_checkpoint(datamodule),
+            protocol=self.hparams.metric_protocol,
+        )
 
     def _stage_metrics(self, stage: str) -> dict[str, Metric]:
-        """The metrics of "val" or "test", on the module's device."""
+        """The training monitors of `stage` ("val"), on the module's device."""
         metrics = self._metrics[stage]
         for metric in metrics.values():
             metric.to(self.device)
@@ -812,105 +789,94 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
     # ---------------------------------------------------------------------------------- test
 
     def on_test_epoch_start(self) -> None:
-        self._test_sequences = {}
+        self._scorer.to(self.device).reset()
         self._test_started = time.perf_counter()
+
+    @torch.no_grad()
+    def generate_sequence(
+        self,
+        motion: Tensor,
+        expressions: Tensor,
+        speaker: Tensor,
+        audio_low: Tensor,
+        audio_high: Tensor,
+        betas: Tensor | None = None,
+    ) -> tuple[dict[str, np.ndarray], Tensor]:
+        """One whole sequence generated as the test loop generates it: seeded with the ground truth's first
+        `seed_frames` frames, driven by the given speech features.
+
+        Args:
+            motion: (T, 337) ground truth (only its seed frames are read); expressions: (T, 100), likewise.
+            speaker: () speaker index; audio_low, audio_high: (T, D) speech features.
+            betas: (300,) body shape written into the SMPL-X arrays (None: zeros).
+
+        Returns:
+            The SMPL-X arrays of the generated motion (`motion_to_smplx`) and its (T,) SQA frame scores.
+        """
+        seed = self.hparams.seed_frames
+        result = self.synthesizer.generate(
+            audio_low[None],
+            audio_high[None],
+            speaker.reshape(1),
+            motion[None, :seed],
+            expressions[None, :seed],
+            temperature=self.hparams.temperature,
+            top_k=self.hparams.top_k,
+        )
+        betas = None if betas is None else betas.cpu()
+        return motion_to_smplx(result["motion"][0], result["expressions"][0], betas), result["scores"][0]
 
     def _smplx_tensors(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
         """poses (T, 165), trans (T, 3), expressions (T, 100) float32 on the module's device."""
         return {
-            key: torch.from_numpy(np.asarray(arrays[key], dtype=np.float32)).to(self.device)
-            for key in ("poses", "trans", "expressions")
+            key: torch.from_numpy(np.asarray(arrays[key], dtype=np.float32)).to(self.device) for key in SMPLX_KEYS
         }
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         if len(batch["id"]) != 1:
             raise ValueError(f"the test loop takes one whole sequence per batch, got {len(batch['id'])}")
         sequence_id = batch["id"][0]
-        seed = self.hparams.seed_frames
-        result = self.synthesizer.generate(
-            batch["audio_low"],
-            batch["audio_high"],
-            batch["speaker"],
-            batch["motion"][:, :seed],
-            batch["expressions"][:, :seed],
-            temperature=self.hparams.temperature,
-            top_k=self.hparams.top_k,
-        )
-        betas = batch["betas"][0].cpu() if "betas" in batch else None
-        generated_arrays = motion_to_smplx(result["motion"][0], result["expressions"][0], betas)
-        path = write_smplx_npz(Path(self.hparams.output_dir) / f"{sequence_id}.npz", generated_arrays)
-        generated = self._smplx_tensors(generated_arrays)
-        ground_truth = self._smplx_tensors(motion_to_smplx(batch["motion"][0], batch["expressions"][0], betas))
+        betas = batch["betas"][0] if "betas" in batch else None
+        inputs = (batch[name][0] for name in ("motion", "expressions", "speaker", "audio_low", "audio_high"))
+        generated_arrays, scores = self.generate_sequence(*inputs, betas=betas)
+        output_dir = Path(self.hparams.output_dir)
+        path = write_smplx_npz(output_dir / f"{sequence_id}.npz", generated_arrays)
         # BC reads the whole wav file, as `echomask evaluate` and the paper-era loop do (SPEC §8.1)
         audio = read_audio_checked(self._audio_files[sequence_id])
+        write_sqa(output_dir / f"{sequence_id}_sqa.npz", scores.float().cpu().numpy(), audio, AUDIO_SAMPLE_RATE)
+        betas = None if betas is None else betas.cpu()
+        ground_truth = motion_to_smplx(batch["motion"][0], batch["expressions"][0], betas)
         try:
-            self._update_test_metrics(ground_truth, generated, betas, audio)
+            self._scorer.add(
+                sequence_id,
+                self._smplx_tensors(ground_truth),
+                self._smplx_tensors(generated_arrays),
+                audio,
+                None if betas is None else betas.to(self.device),
+                npz=str(path),
+            )
         except ValueError as error:
             raise ValueError(f"test sequence {sequence_id}: {error}") from error
-        self._test_sequences[sequence_id] = {"frames": int(generated["poses"].shape[0]), "npz": str(path)}
-
-    def _update_test_metrics(
-        self,
-        ground_truth: dict[str, Tensor],
-        generated: dict[str, Tensor],
-        betas: Tensor | None,
-        audio: np.ndarray,
-    ) -> None:
-        """Add one sequence: SMPL-X tensors of both, betas (300,) or None, the sequence's audio file (N,) at 16 kHz."""
-        metrics = self._stage_metrics("test")
-        betas = None if betas is None else betas.to(self.device)
-        joints = self.kinematics(generated["poses"], generated["trans"], betas=betas)
-        if "fgd" in metrics:
-            metrics["fgd"].update(fgd_motion(ground_truth["poses"]), real=True)
-            metrics["fgd"].update(fgd_motion(generated["poses"]), real=False)
-        metrics["bc"].update(joints, audio)
-        metrics["l1div"].update(joints)
-        rec = face_signal(self.kinematics, generated, betas)
-        tar = face_signal(self.kinematics, ground_truth, betas)
-        for name in ("face_mse", "face_lvd_paper", "face_velocity_error"):
-            metrics[name].update(rec, tar)
 
     def on_test_epoch_end(self) -> None:
-        metrics = self._stage_metrics("test")
-        values = {name: float(metric.compute()) for name, metric in metrics.items()}
-        for metric in metrics.values():
-            metric.reset()
-        self.log_dict({f"test/{name}": value for name, value in values.items()}, sync_dist=True)
-        sequences = {}
-        for part in gather_objects(self._test_sequences):
-            sequences.update(part)
-        if self.trainer.is_global_zero:
-            report = self._test_report(values, sequences)
-            print(format_report(report))
-            path = write_report(report, Path(self.hparams.output_dir) / "metrics.json")
-            print(f"generated motion and metrics written to {path.parent}")
-
-    def _test_report(self, values: dict[str, float], sequences: dict[str, dict]) -> dict:
-        """The test results in the layout of `echomask evaluate` (see `evaluation.evaluate_predictions`)."""
         datamodule = self.trainer.datamodule
-        fgd = self._metrics["test"].get("fgd")
         output_dir = str(self.hparams.output_dir)
-        return {
-            "name": f"generator ({output_dir})",
-            "metrics": values,
-            "protocol": self.hparams.metric_protocol,
-            "fgd_checkpoint": "none (FGD skipped)" if fgd is None else fgd.encoder_name,
-            "kinematics": self.kinematics.label,
-            "approximate_skeleton": self.kinematics.is_approximate,
-            "face_label": face_label(self.kinematics),
-            "joint_mean_speed_source": (
-                "BEAT2DataModule.joint_mean_speed() (BEAT2's file if shipped, else the train split)"
-            ),
-            "data_root": str(datamodule.hparams.root),
-            "split": ",".join(datamodule.hparams.test_splits),
-            "speakers": datamodule.hparams.speakers,
-            "predictions": output_dir,
-            "cropping": (
+        provenance = Provenance(
+            data_root=str(datamodule.hparams.root),
+            split=",".join(datamodule.hparams.test_splits),
+            speakers=datamodule.hparams.speakers,
+            predictions=output_dir,
+            cropping=(
                 "generated for the whole cached sequence (motion cropped to the whole seconds it shares with its "
                 "audio, SPEC §4.5); BC reads the whole audio file"
             ),
-            "per_sequence": sequences,
-            "num_sequences": len(sequences),
-            "num_frames": sum(sequence["frames"] for sequence in sequences.values()),
-            "seconds": time.perf_counter() - self._test_started,
-        }
+        )
+        report = self._scorer.report(
+            f"generator ({output_dir})", provenance, seconds=time.perf_counter() - self._test_started
+        )
+        # the report's values are already synced over ranks; sync_dist only averages identical values
+        self.log_dict({f"test/{name}": value for name, value in report["metrics"].items()}, sync_dist=True)
+        if self.trainer.is_global_zero:
+            print(format_report(report))
+            path = write_report(report, Path(output_dir) / "metrics.json")
+            print(f"generated motion and metrics written to {path.parent}")
