@@ -323,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole pipeline on the synthetic corpus with the tiny configs")
     add_demo_arguments(demo)
     demo.set_defaults(run=demo_command)
+
+    from echomask.official.importer import add_import_official_arguments, import_official_command
+
+    imports = commands.add_parser("import-official", help="the release's checkpoint files as echomask checkpoints")
+    add_import_official_arguments(imports)
+    imports.set_defaults(run=import_official_command)
     return parser
 
 
