@@ -51,6 +51,8 @@ def compositions() -> list[tuple[Path, ...]]:
         found.append(stage1_composition(part, demo=False))
         if (DEMO_DIR / "vqvae.yaml").exists():
             found.append(stage1_composition(part, demo=True))
+        if part != "translation":  # the release's training rules, an overlay of the part RVQ-VAEs
+            found.append((*stage1_composition(part, demo=False), STAGE1_DIR / "release.yaml"))
     for stage in sorted(EXPERIMENTS.glob("*.yaml")):
         found.append((stage,))
         demo = DEMO_DIR / stage.name

@@ -149,7 +149,7 @@ def test_stage1_folder_imports_every_release_file_under_its_release_name(tmp_pat
         save_release_file(folder / RELEASE_FILE_NAMES[part], tiny_release_state(part))
     save_release_file(folder / RELEASE_FILE_NAMES["translation"], tiny_translation_state())
     out = tmp_path / "logs" / "vqvae"
-    assert import_official("--stage1", folder, "--out", out, "--test-contact", "decoded") == 0
+    assert import_official("--stage1", folder, "--out", out, "--test-contact", "decoded", "--integration", "velocity") == 0
     for part in PARTS:
         path = out / part / "checkpoints" / "last.ckpt"
         module = VQVAEModule.load_from_checkpoint(path)  # Lightning reads it unchanged
@@ -161,7 +161,8 @@ def test_stage1_folder_imports_every_release_file_under_its_release_name(tmp_pat
         torch.testing.assert_close(module.model.quantizer.codebooks[1].ema_sum, release["quantizer.layers.1.codebook"])
         assert torch.load(path, weights_only=True)["imported_from"]["file"].endswith(RELEASE_FILE_NAMES[part])
     translation = TranslationModule.load_from_checkpoint(out / "translation" / "checkpoints" / "last.ckpt")
-    assert translation.hparams.layers == 2 and translation.model.test_contact == "decoded"
+    assert translation.hparams.layers == 2
+    assert (translation.model.test_contact, translation.model.integration) == ("decoded", "velocity")
 
 
 def test_import_refuses_to_overwrite_without_overwrite(tmp_path, capsys):

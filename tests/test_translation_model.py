@@ -6,17 +6,21 @@ import pytest
 import torch
 
 from echomask.models.translation import (
+    HORIZONTAL_AXES,
     LOWER_CONTACT,
     LOWER_ROTATIONS,
     LOWER_TRANSLATION,
     TranslationModel,
     integrate_translation,
     linear_velocity,
+    lower_body_feet,
     network_input,
     orthonormal_rotations,
     translation_velocity_target,
 )
+from echomask.motion.kinematics import ApproximateKinematics
 from echomask.motion.parts import smplx_to_parts
+from echomask.motion.rotations import axis_angle_to_rot6d
 
 FPS = 30.0
 
@@ -90,6 +94,8 @@ def test_helpers_reject_bad_shapes():
         network_input(torch.zeros(2, 10, 60))
     with pytest.raises(ValueError, match="test_contact"):
         TranslationModel(test_contact="guessed")
+    with pytest.raises(ValueError, match="integration"):
+        TranslationModel(integration="guessed")
 
 
 def test_release_layout_keeps_length_and_maps_61_to_61():
@@ -106,8 +112,8 @@ def test_release_layout_keeps_length_and_maps_61_to_61():
 
 def test_predict_translation_zeroes_or_keeps_the_decoded_contact():
     torch.manual_seed(0)
-    zeroed = TranslationModel(width=16, layers=2).eval()
-    decoded = TranslationModel(width=16, layers=2, test_contact="decoded").eval()
+    zeroed = TranslationModel(width=16, layers=2, integration="velocity").eval()
+    decoded = TranslationModel(width=16, layers=2, test_contact="decoded", integration="velocity").eval()
     decoded.load_state_dict(zeroed.state_dict())
     lower = torch.randn(2, 16, 61)
     start = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
@@ -127,3 +133,39 @@ def test_paper_width_model_backpropagates():
     model = TranslationModel()
     model(torch.randn(1, 64, 61)).square().mean().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def _swaying_lower(frames: int, planted: float) -> torch.Tensor:
+    """(1, frames, 61): hips and knees swing (the feet move relative to the root); contact `planted` everywhere."""
+    poses = torch.zeros(frames, 9, 3)
+    swing = 0.3 * torch.sin(torch.linspace(0, 6.0, frames))
+    poses[:, 1, 2] = swing  # left hip about z: the left foot swings sideways
+    poses[:, 3, 0] = swing.abs()  # left knee bends
+    poses[:, 0, 1] = 0.5 * swing  # the pelvis turns
+    rotations = axis_angle_to_rot6d(poses).reshape(frames, 54)
+    return torch.cat([rotations, torch.zeros(frames, 3), torch.full((frames, 4), planted)], dim=-1).unsqueeze(0)
+
+
+def test_contact_locked_integration_keeps_planted_feet_in_place():
+    torch.manual_seed(0)
+    model = TranslationModel(width=16, layers=2).eval()  # untrained: its velocities are arbitrary
+    lower = _swaying_lower(40, planted=1.0)
+    start = torch.tensor([[0.3, -0.2]])
+    with torch.no_grad():
+        trans = model.predict_translation(lower, start)
+    relative = lower_body_feet(lower, ApproximateKinematics())[0, :, :, HORIZONTAL_AXES]  # (T, 4, 2)
+    assert (relative - relative[0]).abs().max() > 0.02, "the feet do move relative to the root"
+    feet = relative + trans[0, :, None, HORIZONTAL_AXES]
+    torch.testing.assert_close(feet.mean(dim=1), feet[:1].mean(dim=1).expand(40, 2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(trans[:, 0, HORIZONTAL_AXES], start)
+
+
+def test_contact_locked_integration_follows_the_velocities_when_no_foot_is_planted():
+    torch.manual_seed(0)
+    locked = TranslationModel(width=16, layers=2).eval()
+    free = TranslationModel(width=16, layers=2, integration="velocity").eval()
+    free.load_state_dict(locked.state_dict())
+    lower = _swaying_lower(40, planted=0.0)
+    start = torch.zeros(1, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(locked.predict_translation(lower, start), free.predict_translation(lower, start))

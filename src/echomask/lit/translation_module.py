@@ -56,7 +56,7 @@ DEFAULT_LOSS_WEIGHTS = {
     "foot_skate": 20.0,
 }
 CONTACT_THRESHOLD = 0.95  # release: predicted contact above which the feet must not slide
-TRANSLATION_HPARAMS = ("width", "layers", "negative_slope", "frame_rate", "test_contact")
+TRANSLATION_HPARAMS = ("width", "layers", "negative_slope", "frame_rate", "test_contact", "integration")
 
 
 def translation_arguments(hparams: Mapping) -> dict:
@@ -71,8 +71,8 @@ def per_axis_l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 class TranslationModule(KinematicsHolder, pl.LightningModule):
     """Args:
-    width, layers, negative_slope, frame_rate, test_contact: see `TranslationModel` (release: 256, 4, 0.2, 30;
-        test_contact "decoded").
+    width, layers, negative_slope, frame_rate, test_contact, integration: see `TranslationModel` (release: 256, 4,
+        0.2, 30, test_contact "decoded", integration "velocity"); the last two act at test time only.
     loss_weights: overrides of `DEFAULT_LOSS_WEIGHTS`.
     lr, adam_betas: Adam settings (as stage 1: 1.5e-4, (0.5, 0.999)).
     smplx_model_dir: SMPL-X model folder; None: the approximate skeleton.
@@ -85,6 +85,7 @@ class TranslationModule(KinematicsHolder, pl.LightningModule):
         negative_slope: float = 0.2,
         frame_rate: float = 30.0,
         test_contact: str = "zeroed",
+        integration: str = "contact_locked",
         loss_weights: dict[str, float] | None = None,
         lr: float = 1.5e-4,
         adam_betas: tuple[float, float] = (0.5, 0.999),

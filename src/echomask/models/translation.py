@@ -17,6 +17,13 @@ positions are integrated forward from a start point (`integrate_translation`), a
 At test time (`predict_translation`) the decoded lower-body stream is fed with its 6D rotations
 re-orthonormalised and its translation zeroed; its decoded contact is zeroed too (`test_contact=
 "zeroed"`, what the model was trained on) or kept (`"decoded"`, the release's test code).
+
+Integration (`integration`): "velocity" integrates the predicted x/z velocities (the release). Any bias
+of the velocities accumulates: a standing speaker slides away. "contact_locked" integrates only the frames
+on which no foot is planted: from a frame on which the decoded contact (> 0.5) plants a foot to the next,
+the root moves so that the planted feet stay where they are (minus their mean x/z displacement relative
+to the root, from the forward kinematics of the decoded lower body on the approximate skeleton). Height is
+the predicted y in both.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from einops import rearrange
 from torch import nn
 
 from echomask.models.motion_autoencoder import ConvResBlock
+from echomask.motion.kinematics import ApproximateKinematics
 from echomask.motion.parts import CONTACT_DIM, PART_DIMS, PART_JOINTS, ROT6D_DIM, TRANS_DIM
 from echomask.motion.rotations import matrix_to_rot6d, rot6d_to_matrix
+from echomask.motion.skeleton import FOOT_JOINTS, NUM_JOINTS
 
 # Layout of the lower-body stream (SPEC §4.2): 9 joints in 6D (54), translation (3), contact (4).
 LOWER_DIM = PART_DIMS["lower"]
@@ -37,6 +46,8 @@ LOWER_CONTACT = slice(LOWER_TRANSLATION.stop, LOWER_TRANSLATION.stop + CONTACT_D
 
 HORIZONTAL_AXES = [0, 2]  # x and z; y (index 1) is up
 TEST_CONTACT = ("zeroed", "decoded")
+INTEGRATION = ("velocity", "contact_locked")
+PLANTED_CONTACT = 0.5  # decoded contact above which a foot counts as planted (contact_locked integration)
 KERNEL_SIZE = 3  # release: every convolution of VAEConvZero
 DECODER_RES_BLOCKS = 2  # release: VQDecoderV5's n_resblk
 
@@ -111,6 +122,34 @@ def orthonormal_rotations(lower: torch.Tensor) -> torch.Tensor:
     return normalised
 
 
+def lower_body_feet(lower: torch.Tensor, kinematics: ApproximateKinematics) -> torch.Tensor:
+    """Ankle and foot positions (B, T, 4, 3) relative to the root translation of a lower-body stream (B, T, 61)
+    (its 9 joints rotated, every other joint at rest)."""
+    rotations = rot6d_to_matrix(rearrange(lower[..., LOWER_ROTATIONS], "b t (j six) -> b t j six", six=ROT6D_DIM))
+    body = torch.eye(3, dtype=lower.dtype, device=lower.device).expand(*lower.shape[:2], NUM_JOINTS, 3, 3).clone()
+    body[:, :, list(PART_JOINTS["lower"])] = rotations
+    joints = kinematics.to(lower.device).joints_from_rotmats(body, torch.zeros_like(lower[..., LOWER_TRANSLATION]))
+    return joints[:, :, list(FOOT_JOINTS)]
+
+
+def contact_locked_steps(
+    lower: torch.Tensor, steps: torch.Tensor, kinematics: ApproximateKinematics, threshold: float = PLANTED_CONTACT
+) -> torch.Tensor:
+    """Per-frame x/z root steps (B, T-1, 2) that keep planted feet in place.
+
+    Args:
+        lower: (B, T, 61) decoded lower-body stream (rotations and contact are read).
+        steps: (B, T-1, 2) the x/z steps of the integrated velocities, used where no foot is planted.
+        kinematics: the skeleton for the feet.
+        threshold: contact above which a foot is planted.
+    """
+    feet = lower_body_feet(lower, kinematics)[..., HORIZONTAL_AXES]  # (B, T, 4, 2)
+    planted = (lower[:, :-1, LOWER_CONTACT] > threshold).to(lower.dtype).unsqueeze(-1)  # (B, T-1, 4, 1)
+    count = planted.sum(dim=2)  # (B, T-1, 1)
+    slide = ((feet[:, 1:] - feet[:, :-1]) * planted).sum(dim=2) / count.clamp(min=1.0)
+    return torch.where(count > 0, -slide, steps)
+
+
 def _conv(in_channels: int, out_channels: int) -> nn.Conv1d:
     return nn.Conv1d(in_channels, out_channels, KERNEL_SIZE, padding=KERNEL_SIZE // 2)
 
@@ -125,6 +164,8 @@ class TranslationModel(nn.Module):
         frame_rate: frames per second of the velocities (release: 30).
         test_contact: what `predict_translation` does with the decoded contact: "zeroed" (as in training)
             or "decoded" (kept, the release's test code).
+        integration: how `predict_translation` turns velocities into positions: "contact_locked" (planted feet
+            stay in place) or "velocity" (the release).
     """
 
     def __init__(
@@ -134,14 +175,20 @@ class TranslationModel(nn.Module):
         negative_slope: float = 0.2,  # release
         frame_rate: float = 30.0,  # release: pose_fps
         test_contact: str = "zeroed",  # echomask; the release: "decoded"
+        integration: str = "contact_locked",  # echomask; the release: "velocity"
     ) -> None:
         super().__init__()
         if layers < 1:
             raise ValueError(f"layers must be at least 1, got {layers}")
         if test_contact not in TEST_CONTACT:
             raise ValueError(f"test_contact must be one of {TEST_CONTACT}, got {test_contact!r}")
+        if integration not in INTEGRATION:
+            raise ValueError(f"integration must be one of {INTEGRATION}, got {integration!r}")
         self.frame_rate = frame_rate
         self.test_contact = test_contact
+        self.integration = integration
+        # the feet of contact_locked integration; not a submodule: the release's files hold no skeleton
+        object.__setattr__(self, "skeleton", ApproximateKinematics())
         encoder: list[nn.Module] = []
         for stage in range(layers):
             encoder += [
@@ -163,5 +210,10 @@ class TranslationModel(nn.Module):
 
     def predict_translation(self, lower: torch.Tensor, start_xz: torch.Tensor) -> torch.Tensor:
         """Absolute translation (B, T, 3) of a decoded lower-body stream (B, T, 61) starting at x/z `start_xz` (B, 2)."""
-        prepared = network_input(orthonormal_rotations(lower), keep_contact=self.test_contact == "decoded")
-        return integrate_translation(self(prepared)[..., LOWER_TRANSLATION], start_xz, self.frame_rate)
+        lower = orthonormal_rotations(lower)
+        representation = self(network_input(lower, keep_contact=self.test_contact == "decoded"))[..., LOWER_TRANSLATION]
+        if self.integration == "contact_locked":
+            steps = representation[:, :-1, HORIZONTAL_AXES] / self.frame_rate
+            representation = representation.clone()
+            representation[:, :-1, HORIZONTAL_AXES] = contact_locked_steps(lower, steps, self.skeleton) * self.frame_rate
+        return integrate_translation(representation, start_xz, self.frame_rate)

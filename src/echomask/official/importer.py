@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from echomask.models.translation import TEST_CONTACT
+from echomask.models.translation import INTEGRATION, TEST_CONTACT
 from echomask.official.stage1 import RELEASE_FILE_NAMES, STAGE1_NAMES, import_stage1, write_stage1_checkpoint
 
 DEFAULT_STAGE1_OUT = "logs/vqvae"
@@ -38,6 +38,13 @@ def add_import_official_arguments(parser: argparse.ArgumentParser) -> None:
         help="foot contact fed to the translation model at test time: zeroed as in training (default), "
         "or decoded (the release's test code)",
     )
+    parser.add_argument(
+        "--integration",
+        choices=INTEGRATION,
+        default="contact_locked",
+        help="how the translation model's velocities become positions at test time: contact_locked (planted feet "
+        "stay in place, default) or velocity (the release)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing checkpoints")
 
 
@@ -61,7 +68,8 @@ def import_official_command(options: argparse.Namespace) -> int:
     existing = [str(path) for path in targets.values() if path.exists()]
     if existing and not options.overwrite:
         raise FileExistsError(f"{', '.join(existing)}: already exist(s); add --overwrite to replace")
-    modules = {name: import_stage1(name, path, options.test_contact) for name, path in sources.items()}
+    inference = {"test_contact": options.test_contact, "integration": options.integration}
+    modules = {name: import_stage1(name, path, **inference) for name, path in sources.items()}
     for name, module in modules.items():  # every file is checked before anything is written
         write_stage1_checkpoint(module, targets[name], sources[name])
         print(f"{name}: {sources[name]} -> {targets[name]}")

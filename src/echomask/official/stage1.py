@@ -129,21 +129,25 @@ def import_rvqvae(part: str, path: str | Path) -> VQVAEModule:
     return module
 
 
-def import_translation(path: str | Path, test_contact: str = "zeroed") -> TranslationModule:
-    """A `TranslationModule` holding the release's global-motion model (`VAEConvZero`) from its checkpoint file."""
+def import_translation(path: str | Path, **inference: str) -> TranslationModule:
+    """A `TranslationModule` holding the release's global-motion model (`VAEConvZero`) from its checkpoint file.
+
+    `inference`: its test-time settings (`test_contact`, `integration`; default echomask's).
+    """
     path = Path(path)
     model = "the release's global-motion model (VAEConvZero)"
     state = read_release_state(path)
-    module = TranslationModule(**translation_sizes(path, state, model), test_contact=test_contact)
+    module = TranslationModule(**translation_sizes(path, state, model), **inference)
     module.model.load_state_dict(_renamed_state(path, state, module.model, TRANSLATION_RENAMES, model))
     return module
 
 
-def import_stage1(name: str, path: str | Path, test_contact: str = "zeroed") -> pl.LightningModule:
-    """The echomask module of one release stage-1 file: `name` is a part or "translation"."""
+def import_stage1(name: str, path: str | Path, **inference: str) -> pl.LightningModule:
+    """The echomask module of one release stage-1 file: `name` is a part or "translation" (`inference`: see
+    `import_translation`)."""
     if name not in STAGE1_NAMES:
         raise ValueError(f"unknown stage-1 model {name!r}; known: {STAGE1_NAMES}")
-    return import_translation(path, test_contact) if name == "translation" else import_rvqvae(name, path)
+    return import_translation(path, **inference) if name == "translation" else import_rvqvae(name, path)
 
 
 def _plain(value):
