@@ -263,10 +263,7 @@ class EMACodebook(nn.Module):
         dead = self.ema_count < self.dead_code_threshold
         num_dead = int(dead.sum())
         if num_dead:
-            if self.codebook_rows == "in_order":  # dead code k takes batch vector k
-                replacements = _rows_in_order(vectors, self.codebook_size)[dead]
-            else:
-                replacements = _random_rows(vectors, num_dead)
+            replacements = self._batch_rows(vectors, self.codebook_size)[dead]  # in order: dead code k takes vector k
             self.codebook[dead] = replacements
             if self.dead_code_count == "reset":
                 self.ema_sum[dead] = replacements * FRESH_CODE_COUNT
