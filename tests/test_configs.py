@@ -30,7 +30,13 @@ CASES = [(name, size) for name in STAGES for size in SIZES]
 
 
 def owned_files() -> set[str]:
-    return {path for entry in STAGES.values() for size in SIZES for path in entry.config_files(size)}
+    return {
+        path
+        for entry in STAGES.values()
+        for size in SIZES
+        for options in ((), tuple(name for name, _ in entry.options))
+        for path in entry.config_files(size, options=options)
+    }
 
 
 def test_the_stage_table_owns_every_config_file():
@@ -137,3 +143,12 @@ def test_composing_from_another_command_gives_no_lightning_warning(monkeypatch):
         compose(stage("upper").config_arguments("tiny", root=REPO))
     assert not [warning for warning in caught if "args parameter" in str(warning.message)]
     assert sys.argv == ["echomask", "demo"]
+
+
+@pytest.mark.parametrize("part", PART_NAMES)
+def test_the_release_option_composes_with_the_release_rules(part, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = compose(stage(part).config_arguments("paper", root=REPO, options=("release",))).model
+    assert model.model.quantizer.quantizer_dropout == 0.0
+    with pytest.raises(ValueError, match="has no option 'fast'"):
+        stage(part).config_files(options=("fast",))

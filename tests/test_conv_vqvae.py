@@ -41,7 +41,7 @@ def test_paper_sizes_give_16_tokens_of_6_layers_for_64_frames():
 
 
 def test_every_size_is_configurable():
-    model = RVQVAE(input_dim=10, depth=3, dilations=(1, 2), **TINY)
+    model = RVQVAE(input_dim=10, depth=3, encoder_dilations=(1, 2), decoder_dilations=(4,), **TINY)
     x = torch.randn(3, 40, 10)
     out = model(x)
     assert out["recon"].shape == (3, 40, 10)
@@ -49,27 +49,39 @@ def test_every_size_is_configurable():
     assert model.indices_to_codes(out["indices"]).shape == (2, 3, 5, 64)
     assert model.encoder.layers[0].out_channels == 64
     assert model.quantizer.codebooks[0].codebook.shape == (64, 64)
+    assert _block_dilations(model.encoder) == [1, 2] * 3 and _block_dilations(model.decoder) == [4] * 3
 
 
 def _block_dilations(module: torch.nn.Module) -> list[int]:
     return [block.body[1].dilation[0] for block in module.modules() if isinstance(block, DilatedResidualBlock)]
 
 
-def test_encoder_and_decoder_follow_the_spec_layout():
+def test_encoder_and_decoder_follow_the_release_layout():
     encoder = ConvEncoder(input_dim=61)
     convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv1d)]
     assert (convs[0].in_channels, convs[0].out_channels, convs[0].kernel_size) == (61, 256, (3,))
     assert (convs[-1].in_channels, convs[-1].out_channels, convs[-1].kernel_size) == (256, 256, (3,))
     downsampling = [c for c in convs if c.stride == (2,)]
     assert [(c.kernel_size, c.padding) for c in downsampling] == [((4,), (1,))] * 2
-    assert _block_dilations(encoder) == [1, 3, 9, 1, 3, 9]
+    assert _block_dilations(encoder) == [9, 3, 1, 9, 3, 1], "the release's Resnet1D reverses 1, 3, 9 in the encoder too"
     decoder = ConvDecoder(output_dim=61)
     convs = [m for m in decoder.modules() if isinstance(m, torch.nn.Conv1d)]
     assert (convs[-1].in_channels, convs[-1].out_channels, convs[-1].kernel_size) == (256, 61, (3,))
     assert _block_dilations(decoder) == [9, 3, 1, 9, 3, 1]
     upsampling = [m for m in decoder.modules() if isinstance(m, torch.nn.Upsample)]
     assert [(u.scale_factor, u.mode) for u in upsampling] == [(2.0, "nearest")] * 2
-    assert _block_dilations(RVQVAE(input_dim=61).decoder) == [9, 3, 1, 9, 3, 1]
+    dropouts = [m.p for m in RVQVAE(input_dim=61).modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts == [0.2] * 12, "every residual block ends in dropout 0.2"
+
+
+def test_residual_block_dropout_is_off_in_eval():
+    torch.manual_seed(0)
+    block = DilatedResidualBlock(8, dilation=3, dropout=0.5)
+    x = torch.randn(2, 8, 20)
+    block.eval()
+    torch.testing.assert_close(block(x), block(x))
+    block.train()
+    assert not torch.allclose(block(x), block(x))
 
 
 def test_eval_decode_of_encode_equals_forward_reconstruction():

@@ -52,13 +52,15 @@ TINY_GENERATOR = dict(
     sqa_heads=2,
     dropout=0.0,
 )
-TINY_VQVAE = dict(width=32, dilations=(1, 3), num_quantizers=LAYERS, codebook_size=CODES, code_dim=CODE_DIM)
+TINY_VQVAE = dict(
+    width=32, encoder_dilations=(3, 1), decoder_dilations=(3, 1), num_quantizers=LAYERS, codebook_size=CODES, code_dim=CODE_DIM
+)
 
 
 def tiny_synthesizer(generator_class=EchoMaskGenerator, seed: int = 0, **window_settings) -> MotionSynthesizer:
     torch.manual_seed(seed)
     vqvaes = nn.ModuleDict({part: RVQVAE(PART_DIMS[part], **TINY_VQVAE) for part in PART_NAMES})
-    translation = TranslationModel(width=32, latent_dim=16, dilations=(1,))
+    translation = TranslationModel(width=32, layers=2)
     return MotionSynthesizer(generator_class(**TINY_GENERATOR), vqvaes, translation, **window_settings).eval()
 
 

@@ -68,16 +68,30 @@ def test_indices_to_codes_sum_equals_quantized_in_eval():
         assert torch.equal(indices[..., layer].reshape(-1), expected)
 
 
-def test_straight_through_gradient_and_commitment_gradient():
+@pytest.mark.parametrize("rule, factor", [("per_layer", 3.0), ("once", 1.0)])
+def test_straight_through_gradient_and_commitment_gradient(rule, factor):
     torch.manual_seed(0)
-    rvq = _tiny_rvq()
+    rvq = _tiny_rvq(straight_through=rule)
     rvq(torch.randn(2, 6, 8))  # initialise (a batch quantises itself exactly right after that)
     latents = torch.randn(2, 6, 8, requires_grad=True)
-    quantized, _, commitment, _ = rvq(latents)
+    before_update = copy.deepcopy(rvq)
+    quantized, indices, commitment, _ = rvq(latents)
     (grad_quantized,) = torch.autograd.grad(quantized.sum(), latents, retain_graph=True)
-    torch.testing.assert_close(grad_quantized, torch.ones_like(latents))
+    torch.testing.assert_close(grad_quantized, torch.full_like(latents, factor))  # the release: once per layer
     (grad_commitment,) = torch.autograd.grad(commitment, latents)
     assert grad_commitment.abs().sum() > 0
+    torch.testing.assert_close(quantized, before_update.codes_from_indices(indices), atol=1e-5, rtol=0)
+
+
+def test_per_layer_gradient_counts_only_the_active_layers():
+    torch.manual_seed(0)
+    rvq = _tiny_rvq(num_quantizers=4)
+    rvq(torch.randn(3, 5, 8))
+    rvq.quantizer_dropout = 1.0
+    latents = torch.randn(3, 5, 8, requires_grad=True)
+    quantized, _, _, stats = rvq(latents)
+    (gradient,) = torch.autograd.grad(quantized.sum(), latents)
+    torch.testing.assert_close(gradient, torch.full_like(latents, float(stats["active"].sum())))
 
 
 def test_bad_inputs_are_rejected_with_clear_errors():
@@ -90,6 +104,9 @@ def test_bad_inputs_are_rejected_with_clear_errors():
         rvq.indices_to_codes(torch.full((2, 3, 3), 16))
     with pytest.raises(ValueError, match="quantizer_dropout"):
         _tiny_rvq(quantizer_dropout=1.5)
+    for option in ("straight_through", "codebook_rows", "dead_code_count"):
+        with pytest.raises(ValueError, match=option):
+            _tiny_rvq(**{option: "sometimes"})
 
 
 # --- initialisation and state ---------------------------------------------------------------
@@ -113,6 +130,21 @@ def test_first_training_batch_initialises_codebooks_from_batch_vectors():
     rvq(torch.randn(4, 10, 8))
     assert not torch.equal(before, first.codebook)
     assert not _is_row_of(first.codebook, before).all()
+
+
+def test_in_order_rows_are_the_first_batch_vectors_as_in_the_release():
+    torch.manual_seed(0)
+    rvq = _tiny_rvq(codebook_rows="in_order")
+    latents = torch.randn(4, 10, 8)
+    rvq(latents)
+    torch.testing.assert_close(rvq.codebooks[0].codebook, latents.reshape(-1, 8)[:16])
+    # Fewer vectors than codes: repeated, with noise of std 0.01 / sqrt(D).
+    few = EMACodebook(codebook_size=16, code_dim=8, codebook_rows="in_order")
+    vectors = torch.randn(5, 8)
+    few(vectors)
+    copies = vectors.repeat(4, 1)[:16]
+    deviation = few.codebook - copies
+    assert 0 < deviation.abs().max() < 0.05 and deviation.std() == pytest.approx(0.01 / 8**0.5, rel=0.5)
 
 
 def test_eval_does_not_initialise_or_update():
@@ -293,6 +325,24 @@ def test_dead_codes_are_replaced_by_batch_vectors():
     torch.testing.assert_close(codebook.ema_sum[2:], codebook.codebook[2:])
     # Live codes kept their EMA update.
     assert codebook.ema_count[:2].min() > 1.0
+
+
+def test_in_order_replacement_keeping_counts_is_the_releases_rule():
+    codebook = EMACodebook(
+        codebook_size=4, code_dim=2, decay=0.5, dead_code_threshold=1.0, temperature=0.0,
+        codebook_rows="in_order", dead_code_count="keep",
+    )
+    codes = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 20.0], [30.0, 30.0]])
+    _set_codebook(codebook, codes, torch.tensor([8.0, 8.0, 1.0, 1.0]))
+    vectors = torch.tensor([[0.1, 0.0], [9.9, 0.0], [0.2, 0.0], [10.1, 0.0], [0.0, 0.1]])
+    out = codebook(vectors)
+    # codes 2 and 3 are unused: count 0.5 * 1 = 0.5, dead; they take batch vectors 2 and 3 and keep their statistics
+    assert out.num_reset == 2
+    torch.testing.assert_close(codebook.codebook[2:], vectors[2:4])
+    assert codebook.ema_count[2:].tolist() == [0.5, 0.5]
+    torch.testing.assert_close(codebook.ema_sum[2:], 0.5 * codes[2:])
+    out = codebook(vectors)  # now chosen, yet still dead: replaced again
+    assert out.num_reset == 2 and codebook.ema_count[2:].tolist() == [0.75, 0.75]  # used once each, still < 1
 
 
 def test_residual_vq_reports_dead_code_resets():

@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     stages = commands.add_parser("stages", help="the stage table: config files and checkpoint of every stage")
     add_stage_arguments(stages)
     stages.set_defaults(run=run_stages)
+
+    from echomask.official.importer import add_import_official_arguments, import_official_command
+
+    imports = commands.add_parser("import-official", help="the release's checkpoint files as echomask checkpoints")
+    add_import_official_arguments(imports)
+    imports.set_defaults(run=import_official_command)
     return parser
 
 

@@ -19,7 +19,9 @@ stage-1 RVQ-VAEs (one per part) and the global-translation model. For T frames o
 4. Token stitching: all tokens of window 0, then each later window without its first
    ``seed_frames / 4`` token(s), which cover its seed frames (paper: 16, then tokens 1–15). Each
    part's stitched sequence is decoded once by its RVQ-VAE; the translation of the lower stream is
-   replaced by the global-translation model's (integrated from the seed's x/z); eyes are identity.
+   replaced by the global-translation model's (the release's `VAEConvZero`: it reads the decoded lower stream
+   with re-orthonormalised rotations, translation zeroed and contact zeroed or kept (its `test_contact`), and
+   its x/z velocities in m/s are integrated from the seed's x/z); eyes are identity.
 
 SMPL-X output: :func:`motion_to_smplx` and :func:`write_smplx_npz` write BEAT2's npz layout (read
 back by ``echomask.data.beat2.read_motion`` and imported by the SMPL-X Blender add-on).
@@ -209,9 +211,9 @@ class MotionSynthesizer(nn.Module):
         """Motion from token indices: part -> (B, N, L), start_xz (B, 2) ->
         (whole_body (B, 4N, 337), expressions (B, 4N, 100)).
 
-        Every part is decoded by its RVQ-VAE; the translation is the global-translation model's,
-        integrated from ``start_xz`` (it replaces the lower RVQ's); contact is the lower stream's;
-        eyes are identity.
+        Every part is decoded by its RVQ-VAE; the translation is the global-translation model's
+        (``TranslationModel.predict_translation``), integrated from ``start_xz`` (it replaces the lower
+        RVQ's); contact is the lower stream's; eyes are identity.
         """
         missing = [part for part in PART_NAMES if part not in indices]
         if missing:

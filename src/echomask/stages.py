@@ -8,7 +8,8 @@ evaluator `echomask evaluate` falls back to, the generator `echomask generate` l
 
     python -m echomask.stages                          # the table
     python -m echomask.stages names [--stage1]         # the stage names (or the stage-1 model names)
-    python -m echomask.stages configs NAME [--size S]  # the --config arguments of a stage (S: paper or tiny)
+    python -m echomask.stages configs NAME [--size S] [--option O]  # the --config arguments of a stage (S: paper
+                                                       # or tiny; O: a named overlay, e.g. release)
     python -m echomask.stages checkpoint NAME          # where `echomask fit` leaves its last checkpoint
 
 NAME is a stage name or a stage-1 model name (face, upper, hands, lower, translation). This module imports
@@ -32,7 +33,8 @@ class Stage:
     name: the stage's name (also the benchmarks'). configs: its config files under experiments/, in --config
     order, at paper sizes. tiny_overlay: the file under experiments/ the tiny size inserts after the first config.
     log_dir: the logger folder of its runs, which holds checkpoints/last.ckpt. stage1_model: the stage-1 model it
-    trains (None for the other stages). summary: what it trains.
+    trains (None for the other stages). summary: what it trains. options: named overlays under experiments/ that a
+    user may add after the stage's files (e.g. ``release``: the release's behaviour where echomask's default differs).
     """
 
     name: str
@@ -41,20 +43,31 @@ class Stage:
     log_dir: str
     summary: str
     stage1_model: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
 
-    def config_files(self, size: str = "paper", root: str | Path | None = None) -> list[str]:
-        """The config files of the stage at ``size``: paths relative to the repository root, or under ``root``."""
+    def config_files(
+        self, size: str = "paper", root: str | Path | None = None, options: tuple[str, ...] = ()
+    ) -> list[str]:
+        """The config files of the stage at ``size`` with the named ``options`` last: paths relative to the
+        repository root, or under ``root``."""
         if size not in SIZES:
             raise ValueError(f"unknown size {size!r}; choose one of {SIZES}")
+        known = dict(self.options)
+        unknown = [option for option in options if option not in known]
+        if unknown:
+            raise ValueError(f"stage {self.name!r} has no option {unknown[0]!r}; its options: {list(known)}")
         names = list(self.configs)
         if size == "tiny":
             names.insert(1, self.tiny_overlay)
+        names += [known[option] for option in options]
         paths = [EXPERIMENTS / name for name in names]
         return [str(path if root is None else Path(root) / path) for path in paths]
 
-    def config_arguments(self, size: str = "paper", root: str | Path | None = None) -> list[str]:
+    def config_arguments(
+        self, size: str = "paper", root: str | Path | None = None, options: tuple[str, ...] = ()
+    ) -> list[str]:
         """``["--config", file, ...]`` for ``echomask fit|validate|test`` (files as in :meth:`config_files`)."""
-        return [argument for path in self.config_files(size, root) for argument in ("--config", path)]
+        return [argument for path in self.config_files(size, root, options) for argument in ("--config", path)]
 
     @property
     def checkpoint(self) -> str:
@@ -71,6 +84,8 @@ def _stage1(model: str) -> Stage:
         log_dir=f"logs/vqvae/{model}",
         summary=f"stage 1: {what} (SPEC §5)",
         stage1_model=model,
+        # the translation model differs from the release only at test time (--model.init_args.test_contact)
+        options=() if model == "translation" else (("release", "vqvae/release.yaml"),),
     )
 
 
@@ -121,6 +136,8 @@ def table() -> str:
         lines.append(f"  configs:    {' '.join(entry.config_files())}")
         lines.append(f"  tiny:       {' '.join(entry.config_files('tiny'))}")
         lines.append(f"  checkpoint: {entry.checkpoint}")
+        for option, path in entry.options:
+            lines.append(f"  option {option}: {EXPERIMENTS / path}")
     return "\n".join(lines)
 
 
@@ -132,6 +149,7 @@ def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
     configs = queries.add_parser("configs", help="the --config arguments of a stage")
     configs.add_argument("name", help="a stage or stage-1 model name")
     configs.add_argument("--size", default="paper", choices=SIZES, help="tiny: with the demo overlay")
+    configs.add_argument("--option", action="append", default=[], help="a named overlay of the stage (repeatable)")
     checkpoint = queries.add_parser("checkpoint", help="where `echomask fit` leaves the stage's last checkpoint")
     checkpoint.add_argument("name", help="a stage or stage-1 model name")
 
@@ -143,7 +161,7 @@ def stages_command(options: argparse.Namespace) -> int:
     elif options.query == "names":
         print(" ".join(STAGE1_MODELS if options.stage1 else STAGES))
     elif options.query == "configs":
-        print(" ".join(stage(options.name).config_arguments(options.size)))
+        print(" ".join(stage(options.name).config_arguments(options.size, options=tuple(options.option))))
     else:
         print(stage(options.name).checkpoint)
     return 0

@@ -80,6 +80,8 @@ from echomask.inference import START_XZ_COLUMNS, TRANS_COLUMNS, MotionSynthesize
 from echomask.lit.ema import EMA
 from echomask.lit.kinematics_holder import KinematicsHolder
 from echomask.lit.media import attention_mask_figure, log_figure, log_skeleton_clip, tensorboard
+from echomask.lit.translation_module import translation_arguments
+from echomask.lit.vqvae_module import rvqvae_arguments
 from echomask.metrics import FrechetGestureDistance, L1Diversity
 from echomask.metrics.beat_consistency import PROTOCOLS
 from echomask.models.conv_vqvae import RVQVAE
@@ -87,7 +89,7 @@ from echomask.models.generator import GENERATOR_PARTS, EchoMaskGenerator, Genera
 from echomask.models.mam import frame_infonce, pool_to_tokens
 from echomask.models.masking import MASK_STRATEGIES, MaskSelection, mask_schedule, seed_mask, select_mask_parts
 from echomask.models.translation import TranslationModel
-from echomask.motion.parts import PART_DIMS, PART_NAMES, ROT6D_DIM, WHOLE_BODY_DIM
+from echomask.motion.parts import PART_NAMES, ROT6D_DIM, WHOLE_BODY_DIM
 from echomask.motion.rotations import rot6d_to_matrix
 from echomask.motion.skeleton import NUM_JOINTS
 from echomask.results import write_sqa
@@ -134,33 +136,6 @@ DERIVED_GENERATOR_ARGUMENTS = (
 
 
 # ----------------------------------------------------------------------------------------------- stage 1
-
-
-def rvqvae_arguments(hparams: Mapping, part: str) -> dict:
-    """`RVQVAE` keyword arguments from the hyper-parameters of a `VQVAEModule` checkpoint."""
-    return {
-        "input_dim": PART_DIMS[part],
-        "width": hparams["width"],
-        "depth": hparams["depth"],
-        "dilations": list(hparams["dilations"]),
-        "num_quantizers": hparams["num_quantizers"],
-        "codebook_size": hparams["codebook_size"],
-        "code_dim": hparams["code_dim"],
-        "decay": hparams["ema_decay"],
-        "dead_code_threshold": hparams["dead_code_threshold"],
-        "temperature": hparams["gumbel_temperature"],
-        "quantizer_dropout": hparams["quantizer_dropout"],
-    }
-
-
-def translation_arguments(hparams: Mapping) -> dict:
-    """`TranslationModel` keyword arguments from the hyper-parameters of a `TranslationModule` checkpoint."""
-    return {
-        "width": hparams["width"],
-        "depth": hparams["depth"],
-        "latent_dim": hparams["latent_dim"],
-        "dilations": list(hparams["dilations"]),
-    }
 
 
 def read_stage1_checkpoint(name: str, path: str | Path) -> tuple[dict, dict[str, Tensor]]:

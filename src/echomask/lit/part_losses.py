@@ -1,18 +1,28 @@
-"""Per-part reconstruction losses of the stage-1 RVQ-VAEs (SPEC §5.2).
+"""Per-part reconstruction losses of the stage-1 RVQ-VAEs (SPEC §5.2): the release's `ae*_trainer.py` terms.
 
-| part         | terms                                                                      |
-|--------------|----------------------------------------------------------------------------|
-| upper, hands | geodesic, velocity L1, acceleration L1, joint-position MSE                 |
-| face         | jaw geodesic, expression MSE, velocity L1, acceleration L1                 |
-| lower        | geodesic, contact MSE, translation L1, velocity L1, acceleration L1,       |
-|              | joint-position MSE, foot skate (foot velocity where predicted contact > 0.95) |
+| part         | terms                                                                                  |
+|--------------|----------------------------------------------------------------------------------------|
+| upper, hands | geodesic; velocity, acceleration (L1 on rotation matrices); position MSE, position     |
+|              | velocity and acceleration (L1)                                                         |
+| face         | jaw geodesic; velocity, acceleration (MSE on the jaw's rotation matrix); expression    |
+|              | MSE, expression velocity and acceleration (MSE); with SMPL-X: face-vertex MSE, vertex  |
+|              | velocity and acceleration (MSE)                                                        |
+| lower        | geodesic; velocity, acceleration (L1 on rotation matrices); contact MSE; position MSE; |
+|              | foot skate; translation L1 (weight 0 by default: the release has no translation loss)  |
 
-Joint positions come from the whole body: the ground-truth rotations with the part's joints
-replaced by the reconstruction (and, for the lower body, the reconstructed translation), run
-through the configured kinematics. Every function returns unweighted terms; the weights are
-configuration (`experiments/vqvae/*.yaml`).
+"Position" means the SMPL-X mesh vertices when an SMPL-X model is configured (the release) and the
+joint positions of the configured kinematics otherwise (the approximate skeleton's joints stand in for
+the vertices; the lower part uses joints in both cases, as the release does). Positions come from the
+whole body: the ground-truth rotations with the part's joints replaced by the reconstruction, and the
+ground-truth translation. For the face the jaw does not move any joint, so its position terms exist only
+with SMPL-X. Foot skate (lower): the mean absolute velocity (per coordinate) of the ankles and feet on
+frames where the reconstructed contact exceeds 0.95 (zero elsewhere), positions in the world frame
+(ground-truth translation; the release: translation zero, i.e. relative to the pelvis).
+Every function returns unweighted terms; the weights are configuration (`experiments/vqvae/*.yaml`).
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +30,11 @@ from einops import rearrange
 
 from echomask.motion.kinematics import Kinematics
 from echomask.motion.parts import CONTACT_DIM, NUM_EXPRESSIONS, PART_JOINTS, ROT6D_DIM, TRANS_DIM
-from echomask.motion.rotations import geodesic_distance, rot6d_to_matrix
+from echomask.motion.rotations import geodesic_distance, matrix_to_axis_angle, rot6d_to_matrix
 from echomask.motion.skeleton import FOOT_JOINTS, NUM_JOINTS
+
+Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+FOOT_SKATE_TRANSLATION = ("ground_truth", "zero")
 
 
 def part_rotations(part: str, stream: torch.Tensor) -> torch.Tensor:
@@ -35,37 +48,56 @@ def velocity(x: torch.Tensor) -> torch.Tensor:
     return x[:, 1:] - x[:, :-1]
 
 
-def temporal_l1_terms(recon: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """L1 of the first and second frame differences."""
+def temporal_terms(recon: torch.Tensor, target: torch.Tensor, distance: Distance, prefix: str = "") -> dict[str, torch.Tensor]:
+    """`distance` of the first and second frame differences: {prefix}velocity, {prefix}acceleration."""
     return {
-        "velocity": F.l1_loss(velocity(recon), velocity(target)),
-        "acceleration": F.l1_loss(velocity(velocity(recon)), velocity(velocity(target))),
+        f"{prefix}velocity": distance(velocity(recon), velocity(target)),
+        f"{prefix}acceleration": distance(velocity(velocity(recon)), velocity(velocity(target))),
     }
 
 
-def whole_body_joints(
-    part: str,
-    recon: torch.Tensor,
-    whole_body: torch.Tensor,
-    kinematics: Kinematics,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Joint positions of the ground truth and of the ground truth with the part replaced.
+def whole_body(part: str, recon: torch.Tensor, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(reconstructed rotations, ground-truth rotations, ground-truth translation) of the whole body.
 
     Args:
-        part: "upper", "hands" or "lower".
+        part: a part name.
         recon: (B, T, D_part) reconstructed part stream.
-        whole_body: (B, T, 337) ground-truth whole-body vector.
+        motion: (B, T, 337) ground-truth whole-body vector.
     Returns:
-        (reconstructed joints, ground-truth joints), each (B, T, 55, 3).
+        (B, T, 55, 3, 3) rotations with the part's joints replaced by the reconstruction, (B, T, 55, 3, 3) the
+        ground truth's, (B, T, 3) its translation.
     """
     rot_dim = ROT6D_DIM * NUM_JOINTS
-    rotations = rot6d_to_matrix(rearrange(whole_body[..., :rot_dim], "b t (j six) -> b t j six", six=ROT6D_DIM))
-    trans = whole_body[..., rot_dim : rot_dim + TRANS_DIM]
-    joints = list(PART_JOINTS[part])
+    rotations = rot6d_to_matrix(rearrange(motion[..., :rot_dim], "b t (j six) -> b t j six", six=ROT6D_DIM))
     mixed = rotations.clone()
-    mixed[:, :, joints] = part_rotations(part, recon)
-    mixed_trans = recon[..., ROT6D_DIM * len(joints) :][..., :TRANS_DIM] if part == "lower" else trans
-    return kinematics.joints_from_rotmats(mixed, mixed_trans), kinematics.joints_from_rotmats(rotations, trans)
+    mixed[:, :, list(PART_JOINTS[part])] = part_rotations(part, recon)
+    return mixed, rotations, motion[..., rot_dim : rot_dim + TRANS_DIM]
+
+
+def whole_body_joints(
+    part: str, recon: torch.Tensor, motion: torch.Tensor, kinematics: Kinematics
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joint positions (B, T, 55, 3) of the ground truth with the part replaced, and of the ground truth."""
+    mixed, rotations, trans = whole_body(part, recon, motion)
+    return kinematics.joints_from_rotmats(mixed, trans), kinematics.joints_from_rotmats(rotations, trans)
+
+
+def mesh_vertices(
+    rotations: torch.Tensor, trans: torch.Tensor, kinematics: Kinematics, expressions: torch.Tensor | None = None
+) -> torch.Tensor:
+    """SMPL-X vertices (B, T, 10475, 3) of rotations (B, T, 55, 3, 3), translation (B, T, 3), expressions (B, T, 100)."""
+    poses = rearrange(matrix_to_axis_angle(rotations, method="stable"), "... j xyz -> ... (j xyz)")
+    return kinematics.vertices(poses, trans, expressions=expressions)
+
+
+def foot_skate(joints: torch.Tensor, contact: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Mean absolute velocity per coordinate of the ankles and feet of joints (B, T, 55, 3) on the frames whose
+    contact (B, T, 4) exceeds `threshold`, zero elsewhere; averaged over all T frames (the last one has no
+    velocity and counts as zero), as the release does."""
+    foot_velocity = velocity(joints[:, :, list(FOOT_JOINTS)])  # (B, T-1, 4, 3)
+    planted = (contact[:, :-1] > threshold).unsqueeze(-1)
+    batch, frames, feet, _ = joints[:, :, list(FOOT_JOINTS)].shape
+    return (foot_velocity.abs() * planted).sum() / (batch * frames * feet * 3)
 
 
 def static_geodesic(part: str, target: torch.Tensor) -> torch.Tensor:
@@ -76,40 +108,72 @@ def static_geodesic(part: str, target: torch.Tensor) -> torch.Tensor:
     return geodesic_distance(part_rotations(part, static), part_rotations(part, target)).mean()
 
 
-def face_terms(recon: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """(B, T, 106) face streams: jaw geodesic (rad), expression MSE, velocity and acceleration L1."""
-    jaw_geodesic = geodesic_distance(part_rotations("face", recon), part_rotations("face", target)).mean()
-    expressions = slice(ROT6D_DIM, ROT6D_DIM + NUM_EXPRESSIONS)
+def rotation_terms(part: str, recon: torch.Tensor, target: torch.Tensor, distance: Distance) -> dict[str, torch.Tensor]:
+    """Geodesic distance (rad) and the velocity/acceleration `distance` of the part's rotation matrices."""
+    recon_rotations, target_rotations = part_rotations(part, recon), part_rotations(part, target)
     return {
-        "geodesic": jaw_geodesic,
-        "expression_mse": F.mse_loss(recon[..., expressions], target[..., expressions]),
-        **temporal_l1_terms(recon, target),
+        "geodesic": geodesic_distance(recon_rotations, target_rotations).mean(),
+        **temporal_terms(recon_rotations, target_rotations, distance),
     }
+
+
+def position_terms(recon: torch.Tensor, target: torch.Tensor, distance: Distance) -> dict[str, torch.Tensor]:
+    """MSE of positions (B, T, P, 3) and the velocity/acceleration `distance` of them."""
+    return {"position_mse": F.mse_loss(recon, target), **temporal_terms(recon, target, distance, prefix="position_")}
+
+
+def face_terms(
+    recon: torch.Tensor, target: torch.Tensor, motion: torch.Tensor, kinematics: Kinematics
+) -> dict[str, torch.Tensor]:
+    """(B, T, 106) face streams: the release's face terms (all temporal terms MSE); vertex terms with SMPL-X only."""
+    expressions = slice(ROT6D_DIM, ROT6D_DIM + NUM_EXPRESSIONS)
+    recon_expressions, target_expressions = recon[..., expressions], target[..., expressions]
+    terms = {
+        **rotation_terms("face", recon, target, F.mse_loss),
+        "expression_mse": F.mse_loss(recon_expressions, target_expressions),
+        **temporal_terms(recon_expressions, target_expressions, F.mse_loss, prefix="expression_"),
+    }
+    if not kinematics.is_approximate:
+        mixed, rotations, trans = whole_body("face", recon, motion)
+        recon_vertices = mesh_vertices(mixed, trans, kinematics, recon_expressions)
+        target_vertices = mesh_vertices(rotations, trans, kinematics, target_expressions)
+        terms.update(position_terms(recon_vertices, target_vertices, F.mse_loss))
+    return terms
 
 
 def body_terms(
     part: str,
     recon: torch.Tensor,
     target: torch.Tensor,
-    whole_body: torch.Tensor,
+    motion: torch.Tensor,
     kinematics: Kinematics,
-    contact_threshold: float = 0.95,  # SPEC §5.2: predicted contact above which feet must not slide
+    contact_threshold: float = 0.95,  # release: predicted contact above which feet must not slide
+    foot_skate_translation: str = "ground_truth",
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Loss terms of "upper", "hands" or "lower"; also returns (reconstructed, GT) joints for logging."""
-    geodesic = geodesic_distance(part_rotations(part, recon), part_rotations(part, target)).mean()
-    recon_joints, target_joints = whole_body_joints(part, recon, whole_body, kinematics)
-    terms = {
-        "geodesic": geodesic,
-        "joint_mse": F.mse_loss(recon_joints, target_joints),
-        **temporal_l1_terms(recon, target),
-    }
+    """Loss terms of "upper", "hands" or "lower"; also returns (reconstructed, GT) joints (B, T, 55, 3) for logging.
+
+    `foot_skate_translation`: the translation under the feet of the lower part's skate term, "ground_truth"
+    (world frame) or "zero" (the release: relative to the pelvis).
+    """
+    if foot_skate_translation not in FOOT_SKATE_TRANSLATION:
+        raise ValueError(f"foot_skate_translation must be one of {FOOT_SKATE_TRANSLATION}, got {foot_skate_translation!r}")
+    terms = rotation_terms(part, recon, target, F.l1_loss)
+    mixed, rotations, trans = whole_body(part, recon, motion)
+    recon_joints = kinematics.joints_from_rotmats(mixed, trans)
+    target_joints = kinematics.joints_from_rotmats(rotations, trans)
     if part == "lower":
         rot_dim = ROT6D_DIM * len(PART_JOINTS["lower"])
-        trans = slice(rot_dim, rot_dim + TRANS_DIM)
+        translation = slice(rot_dim, rot_dim + TRANS_DIM)
         contact = slice(rot_dim + TRANS_DIM, rot_dim + TRANS_DIM + CONTACT_DIM)
-        foot_speed = velocity(recon_joints[:, :, list(FOOT_JOINTS)]).norm(dim=-1)
-        planted = (recon[:, :-1, contact] > contact_threshold).float()
+        skating_joints = recon_joints
+        if foot_skate_translation == "zero":
+            skating_joints = kinematics.joints_from_rotmats(mixed, torch.zeros_like(trans))
+        terms["position_mse"] = F.mse_loss(recon_joints, target_joints)
         terms["contact_mse"] = F.mse_loss(recon[..., contact], target[..., contact])
-        terms["translation"] = F.l1_loss(recon[..., trans], target[..., trans])
-        terms["foot_skate"] = (foot_speed * planted).mean()
+        terms["translation"] = F.l1_loss(recon[..., translation], target[..., translation])
+        terms["foot_skate"] = foot_skate(skating_joints, recon[..., contact], contact_threshold)
+    elif kinematics.is_approximate:
+        terms.update(position_terms(recon_joints, target_joints, F.l1_loss))
+    else:
+        terms.update(position_terms(mesh_vertices(mixed, trans, kinematics), mesh_vertices(rotations, trans, kinematics), F.l1_loss))
     return terms, recon_joints, target_joints

@@ -1,7 +1,7 @@
 """`VQVAEModule`: trains one body-part RVQ-VAE (SPEC §5). One class, four configs (face, upper, hands, lower).
 
 Thin by design: the network is `models.conv_vqvae.RVQVAE`, the loss terms are
-`lit.part_losses`, the weights come from the config. Logged: every loss term, per-layer codebook
+`lit.part_losses` (the release's terms), the weights come from the config. Logged: every loss term, per-layer codebook
 usage and perplexity, reconstruction error in degrees (geodesic, the part's joints) and metres (mean
 joint-position error of the part's joints; not for the face, whose error is the expression MSE),
 at validation ``val/geodesic_static``, the error of holding each window still at its mean (a ``val/geodesic``
@@ -10,7 +10,9 @@ ground-truth-vs-reconstruction skeleton clip.
 """
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Mapping
 
 import lightning.pytorch as pl
 import torch
@@ -21,18 +23,53 @@ from echomask.lit.part_losses import body_terms, face_terms, static_geodesic, wh
 from echomask.models.conv_vqvae import RVQVAE
 from echomask.motion.parts import PART_DIMS, PART_JOINTS, PART_NAMES, whole_body_to_parts
 
-# SPEC §5.2: commitment weight 1.0 (paper release), foot skate 20; every other term 1.0.
+logger = logging.getLogger(__name__)
+
+# The release's weights (configs/cnn_vqvae_*_30.yaml: rec_weight = rec_pos_weight = rec_ver_weight = 1): foot skate
+# 20, every other term 1; the lower part has no translation loss in the release (weight 0).
 DEFAULT_LOSS_WEIGHTS = {
     "geodesic": 1.0,
     "velocity": 1.0,
     "acceleration": 1.0,
-    "joint_mse": 1.0,
+    "position_mse": 1.0,
+    "position_velocity": 1.0,
+    "position_acceleration": 1.0,
     "expression_mse": 1.0,
+    "expression_velocity": 1.0,
+    "expression_acceleration": 1.0,
     "contact_mse": 1.0,
-    "translation": 1.0,
+    "translation": 0.0,
     "foot_skate": 20.0,
     "commitment": 1.0,
 }
+
+# VQVAEModule hyper-parameter -> RVQVAE argument, where the names differ.
+RVQVAE_ARGUMENT_NAMES = {"ema_decay": "decay", "gumbel_temperature": "temperature"}
+RVQVAE_HPARAMS = (
+    "width",
+    "depth",
+    "encoder_dilations",
+    "decoder_dilations",
+    "dropout",
+    "num_quantizers",
+    "codebook_size",
+    "code_dim",
+    "ema_decay",
+    "dead_code_threshold",
+    "gumbel_temperature",
+    "quantizer_dropout",
+    "straight_through",
+    "codebook_rows",
+    "dead_code_count",
+)
+
+
+def rvqvae_arguments(hparams: Mapping, part: str) -> dict:
+    """`RVQVAE` keyword arguments from the hyper-parameters of a `VQVAEModule` (or its checkpoint)."""
+    arguments = {RVQVAE_ARGUMENT_NAMES.get(name, name): hparams[name] for name in RVQVAE_HPARAMS}
+    for name in ("encoder_dilations", "decoder_dilations"):
+        arguments[name] = list(arguments[name])
+    return {"input_dim": PART_DIMS[part], **arguments}
 
 
 class VQVAEModule(KinematicsHolder, pl.LightningModule):
@@ -42,14 +79,19 @@ class VQVAEModule(KinematicsHolder, pl.LightningModule):
         part: "face", "upper", "hands" or "lower".
         width: conv channels (paper 256).
         depth: downsampling stages, ×2 each (paper 2: 64 frames → 16 tokens).
-        dilations: dilations of the residual stacks (paper 1, 3, 9).
+        encoder_dilations, decoder_dilations: dilations of the residual stacks (release: 9, 3, 1 both).
+        dropout: dropout in the residual blocks (release 0.2).
         num_quantizers: residual VQ layers (paper 6).
         codebook_size: codes per layer (paper 256).
         code_dim: code vector size (paper 256).
         ema_decay: codebook EMA decay (paper 0.99).
         dead_code_threshold: EMA count below which a code is replaced (paper 1.0).
         gumbel_temperature: code sampling temperature in training (paper 0.5).
-        quantizer_dropout: probability of dropping the layers above a random cut-off (SPEC 0.2).
+        quantizer_dropout: probability of dropping the layers above a random cut-off (SPEC 0.2; release 0).
+        straight_through, codebook_rows, dead_code_count: quantizer rules, see `models.residual_vq`
+            (release: "per_layer", "in_order", "keep").
+        foot_skate_translation: translation under the feet in the lower part's skate term, "ground_truth" or
+            "zero" (the release).
         loss_weights: overrides of `DEFAULT_LOSS_WEIGHTS`.
         lr: Adam learning rate (paper 1.5e-4).
         adam_betas: Adam betas (paper (0.5, 0.999)).
@@ -62,7 +104,9 @@ class VQVAEModule(KinematicsHolder, pl.LightningModule):
         part: str,
         width: int = 256,
         depth: int = 2,
-        dilations: tuple[int, ...] = (1, 3, 9),
+        encoder_dilations: tuple[int, ...] = (9, 3, 1),
+        decoder_dilations: tuple[int, ...] = (9, 3, 1),
+        dropout: float = 0.2,
         num_quantizers: int = 6,
         codebook_size: int = 256,
         code_dim: int = 256,
@@ -70,6 +114,10 @@ class VQVAEModule(KinematicsHolder, pl.LightningModule):
         dead_code_threshold: float = 1.0,
         gumbel_temperature: float = 0.5,
         quantizer_dropout: float = 0.2,
+        straight_through: str = "per_layer",
+        codebook_rows: str = "random",
+        dead_code_count: str = "reset",
+        foot_skate_translation: str = "ground_truth",
         loss_weights: dict[str, float] | None = None,
         lr: float = 1.5e-4,
         adam_betas: tuple[float, float] = (0.5, 0.999),
@@ -85,20 +133,15 @@ class VQVAEModule(KinematicsHolder, pl.LightningModule):
         self.save_hyperparameters()
         self.part = part
         self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
-        self.model = RVQVAE(
-            input_dim=PART_DIMS[part],
-            width=width,
-            depth=depth,
-            dilations=tuple(dilations),
-            num_quantizers=num_quantizers,
-            codebook_size=codebook_size,
-            code_dim=code_dim,
-            decay=ema_decay,
-            dead_code_threshold=dead_code_threshold,
-            temperature=gumbel_temperature,
-            quantizer_dropout=quantizer_dropout,
-        )
+        self.model = RVQVAE(**rvqvae_arguments(self.hparams, part))
         self.init_kinematics(smplx_model_dir)
+
+    def on_fit_start(self) -> None:
+        if self.kinematics.is_approximate:
+            logger.info(
+                "stage 1 %s: position losses on the joints of the approximate skeleton (the release uses SMPL-X mesh "
+                "vertices; set smplx_model_dir)%s", self.part, "; no face-vertex terms" if self.part == "face" else ""
+            )
 
     def part_stream(self, batch: dict) -> torch.Tensor:
         """(B, T, D_part) target stream of this part from a batch with `motion` and `expressions`."""
@@ -109,10 +152,17 @@ class VQVAEModule(KinematicsHolder, pl.LightningModule):
         output = self.model(target)
         recon = output["recon"]
         if self.part == "face":
-            terms = face_terms(recon, target)
+            terms = face_terms(recon, target, batch["motion"], self.kinematics)
             recon_joints = target_joints = None
         else:
-            terms, recon_joints, target_joints = body_terms(self.part, recon, target, batch["motion"], self.kinematics)
+            terms, recon_joints, target_joints = body_terms(
+                self.part,
+                recon,
+                target,
+                batch["motion"],
+                self.kinematics,
+                foot_skate_translation=self.hparams.foot_skate_translation,
+            )
         terms["commitment"] = output["commitment"]
         loss = sum(self.loss_weights[name] * value for name, value in terms.items())
         batch_size = len(target)

@@ -1,8 +1,21 @@
-"""Convolutional residual-VQ autoencoder for one body part (SPEC §5.1).
+"""Convolutional residual-VQ autoencoder for one body part (SPEC §5.1): the release's `RVQVAE`.
 
 Shapes use (B, T, D) at the public surface (batch, frames, features); the convolutions work
 on (B, C, T) inside. With `depth` downsampling stages, T frames become T / 2**depth tokens
 (paper: depth 2, 64 frames -> 16 tokens).
+
+Layout (the release's `models/rvq.py` with `encdec.py` and `resnet.py`; `echomask.official.stage1`
+maps its tensor names onto these):
+
+    encoder.layers = [Conv1d(D, w, 3), ReLU,
+                      depth x Sequential(Conv1d(w, w, 4, stride 2), dilated stack),
+                      Conv1d(w, code_dim, 3)]
+    decoder.layers = [Conv1d(code_dim, w, 3), ReLU,
+                      depth x Sequential(dilated stack, Upsample x2 nearest, Conv1d(w, w, 3)),
+                      Conv1d(w, w, 3), ReLU, Conv1d(w, D, 3)]
+
+A dilated stack is one `DilatedResidualBlock` per dilation. The release builds both stacks with
+dilations 9, 3, 1 (its `Resnet1D` reverses the growing dilations by default).
 """
 
 from __future__ import annotations
@@ -30,50 +43,55 @@ def check_motion_input(x: torch.Tensor, feature_dim: int, depth: int, name: str)
 
 
 class DilatedResidualBlock(nn.Module):
-    """x + Conv1x1(ReLU(Conv_k3_dilated(ReLU(x)))) on (B, C, T); length preserved."""
+    """x + Dropout(Conv1x1(ReLU(Conv_k3_dilated(ReLU(x))))) on (B, C, T); length preserved.
 
-    def __init__(self, channels: int, dilation: int) -> None:
+    `body` = [ReLU, dilated conv, ReLU, 1x1 conv, Dropout] (the release's `ResConv1DBlock`: conv1, conv2).
+    """
+
+    def __init__(self, channels: int, dilation: int, dropout: float) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.ReLU(),
             nn.Conv1d(channels, channels, kernel_size=3, dilation=dilation, padding=dilation),
             nn.ReLU(),
             nn.Conv1d(channels, channels, kernel_size=1),
+            nn.Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
 
 
-def dilated_stack(channels: int, dilations: Sequence[int]) -> nn.Sequential:
+def dilated_stack(channels: int, dilations: Sequence[int], dropout: float) -> nn.Sequential:
     """One `DilatedResidualBlock` per dilation, in order."""
-    return nn.Sequential(*(DilatedResidualBlock(channels, dilation) for dilation in dilations))
+    return nn.Sequential(*(DilatedResidualBlock(channels, dilation, dropout) for dilation in dilations))
 
 
 class ConvEncoder(nn.Module):
-    """(B, T, input_dim) -> (B, T / 2**depth, output_dim).
-
-    Conv1d(input_dim, width, 3) + ReLU, then `depth` x [Conv1d(width, width, k4, s2, p1) +
-    dilated residual stack], then Conv1d(width, output_dim, 3).
-    """
+    """(B, T, input_dim) -> (B, T / 2**depth, output_dim) (the release's `Encoder`)."""
 
     def __init__(
         self,
         input_dim: int,
-        output_dim: int = 256,  # paper: code dim 256
-        width: int = 256,  # paper
-        depth: int = 2,  # paper: x4 downsampling
-        dilations: Sequence[int] = (1, 3, 9),  # paper
+        output_dim: int = 256,  # release: code dim 256
+        width: int = 256,  # release
+        depth: int = 2,  # release: x4 downsampling
+        dilations: Sequence[int] = (9, 3, 1),  # release: Resnet1D reverses 1, 3, 9
+        dropout: float = 0.2,  # release: ResConv1DBlock's dropout
     ) -> None:
         super().__init__()
         self.input_dim = input_dim
         self.depth = depth
-        stages: list[nn.Module] = [nn.Conv1d(input_dim, width, kernel_size=3, padding=1), nn.ReLU()]
-        for _ in range(depth):
-            stages.append(nn.Conv1d(width, width, kernel_size=4, stride=2, padding=1))
-            stages.append(dilated_stack(width, dilations))
-        stages.append(nn.Conv1d(width, output_dim, kernel_size=3, padding=1))
-        self.layers = nn.Sequential(*stages)
+        downsampling = (
+            nn.Sequential(nn.Conv1d(width, width, kernel_size=4, stride=2, padding=1), dilated_stack(width, dilations, dropout))
+            for _ in range(depth)
+        )
+        self.layers = nn.Sequential(
+            nn.Conv1d(input_dim, width, kernel_size=3, padding=1),
+            nn.ReLU(),
+            *downsampling,
+            nn.Conv1d(width, output_dim, kernel_size=3, padding=1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_motion_input(x, self.input_dim, self.depth, type(self).__name__)
@@ -81,34 +99,35 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """(B, N, input_dim) -> (B, N * 2**depth, output_dim), the mirror of `ConvEncoder`.
-
-    Conv1d(input_dim, width, 3) + ReLU, then `depth` x [dilated residual stack (dilations
-    reversed) + nearest x2 upsampling + Conv1d(width, width, 3)], then Conv1d(width, width, 3)
-    + ReLU and Conv1d(width, output_dim, 3).
-    """
+    """(B, N, input_dim) -> (B, N * 2**depth, output_dim), the mirror of `ConvEncoder` (the release's `Decoder`)."""
 
     def __init__(
         self,
         output_dim: int,
-        input_dim: int = 256,  # paper: code dim 256
-        width: int = 256,  # paper
-        depth: int = 2,  # paper: x4 upsampling
-        dilations: Sequence[int] = (9, 3, 1),  # paper: the encoder's, reversed
+        input_dim: int = 256,  # release: code dim 256
+        width: int = 256,  # release
+        depth: int = 2,  # release: x4 upsampling
+        dilations: Sequence[int] = (9, 3, 1),  # release: the encoder's
+        dropout: float = 0.2,  # release
     ) -> None:
         super().__init__()
         self.input_dim = input_dim
-        stages: list[nn.Module] = [nn.Conv1d(input_dim, width, kernel_size=3, padding=1), nn.ReLU()]
-        for _ in range(depth):
-            stages.append(dilated_stack(width, dilations))
-            stages.append(nn.Upsample(scale_factor=2, mode="nearest"))
-            stages.append(nn.Conv1d(width, width, kernel_size=3, padding=1))
-        stages += [
+        upsampling = (
+            nn.Sequential(
+                dilated_stack(width, dilations, dropout),
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv1d(width, width, kernel_size=3, padding=1),
+            )
+            for _ in range(depth)
+        )
+        self.layers = nn.Sequential(
+            nn.Conv1d(input_dim, width, kernel_size=3, padding=1),
+            nn.ReLU(),
+            *upsampling,
             nn.Conv1d(width, width, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.Conv1d(width, output_dim, kernel_size=3, padding=1),
-        ]
-        self.layers = nn.Sequential(*stages)
+        )
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         if latents.ndim != 3 or latents.shape[-1] != self.input_dim or latents.shape[1] == 0:
@@ -126,24 +145,30 @@ class RVQVAE(nn.Module):
         input_dim: features per frame of the part stream (face 106, upper 78, hands 180, lower 61).
         width: channels of the convolutions.
         depth: downsampling stages; T frames give T / 2**depth tokens.
-        dilations: dilations of the encoder's residual stack (the decoder uses them reversed).
+        encoder_dilations, decoder_dilations: dilations of the residual stacks, block by block.
+        dropout: dropout at the end of every residual block (training only).
         num_quantizers, codebook_size, code_dim, decay, dead_code_threshold, temperature,
-            quantizer_dropout: see `ResidualVQ`.
+            quantizer_dropout, straight_through, codebook_rows, dead_code_count: see `ResidualVQ`.
     """
 
     def __init__(
         self,
         input_dim: int,
-        width: int = 256,  # paper
-        depth: int = 2,  # paper: 64 frames -> 16 tokens
-        dilations: Sequence[int] = (1, 3, 9),  # paper
-        num_quantizers: int = 6,  # paper
-        codebook_size: int = 256,  # paper
-        code_dim: int = 256,  # paper
-        decay: float = 0.99,  # paper
-        dead_code_threshold: float = 1.0,  # paper
-        temperature: float = 0.5,  # paper
-        quantizer_dropout: float = 0.2,  # paper
+        width: int = 256,  # release
+        depth: int = 2,  # release: 64 frames -> 16 tokens
+        encoder_dilations: Sequence[int] = (9, 3, 1),  # release
+        decoder_dilations: Sequence[int] = (9, 3, 1),  # release
+        dropout: float = 0.2,  # release
+        num_quantizers: int = 6,  # release
+        codebook_size: int = 256,  # release
+        code_dim: int = 256,  # release
+        decay: float = 0.99,  # release
+        dead_code_threshold: float = 1.0,  # release
+        temperature: float = 0.5,  # release
+        quantizer_dropout: float = 0.2,  # SPEC §5.1 (off in the release)
+        straight_through: str = "per_layer",  # release
+        codebook_rows: str = "random",  # echomask; the release: "in_order"
+        dead_code_count: str = "reset",  # echomask; the release: "keep"
     ) -> None:
         super().__init__()
         self.input_dim = input_dim
@@ -153,7 +178,8 @@ class RVQVAE(nn.Module):
             output_dim=code_dim,
             width=width,
             depth=depth,
-            dilations=dilations,
+            dilations=encoder_dilations,
+            dropout=dropout,
         )
         self.quantizer = ResidualVQ(
             num_quantizers=num_quantizers,
@@ -163,13 +189,17 @@ class RVQVAE(nn.Module):
             dead_code_threshold=dead_code_threshold,
             temperature=temperature,
             quantizer_dropout=quantizer_dropout,
+            straight_through=straight_through,
+            codebook_rows=codebook_rows,
+            dead_code_count=dead_code_count,
         )
         self.decoder = ConvDecoder(
             output_dim=input_dim,
             input_dim=code_dim,
             width=width,
             depth=depth,
-            dilations=tuple(reversed(dilations)),
+            dilations=decoder_dilations,
+            dropout=dropout,
         )
 
     @property

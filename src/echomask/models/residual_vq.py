@@ -12,8 +12,24 @@ mean of the vectors assigned to them with an exponential moving average (EMA):
     code_k    = sum_k / count_k
 
 A code whose EMA count falls below `dead_code_threshold` is "dead" and is replaced by a
-random vector of the current batch. All of this state (codes, EMA sums, EMA counts, the
-`initialised` flag) lives in buffers, so a checkpoint restores it exactly.
+vector of the current batch. All of this state (codes, EMA sums, EMA counts, the
+`initialised` flag) lives in buffers, so a checkpoint restores it exactly (the release keeps EMA
+sums and counts in plain attributes: they are lost on saving, and a reloaded quantizer in training
+mode re-initialises its codebook from the next batch).
+
+Which batch vectors initialise and replace codes (`codebook_rows`): "random" rows (echomask), or
+"in_order", the release's rule: code k takes the k-th vector of the batch (tokens in batch-major
+order; when the batch has fewer vectors than codes they are repeated with Gaussian noise of std
+0.01 / sqrt(D)). What a replaced code's EMA statistics become (`dead_code_count`): "reset" to one
+sighting of its new vector (echomask: the code starts afresh), or "keep" (the release: they stay as
+they were, so the code stays dead, and is replaced again, until its count climbs back over the
+threshold).
+
+Gradient (`straight_through`): every layer passes the gradient of its output to its input
+unchanged. The release adds the layers' straight-through outputs, so the encoder receives the
+reconstruction gradient once per active layer ("per_layer": x6 for 6 layers); "once" passes it
+once, as a single straight-through estimator around the whole stack. The commitment gradient is
+the same in both.
 
 Under torch.distributed (default process group) the per-batch counts and sums are summed over
 ranks before the EMA update, and every random choice (initial codes, replacement codes,
@@ -37,6 +53,18 @@ DROPPED_INDEX = -1
 
 FRESH_CODE_COUNT = 1.0
 """EMA count given to a code when it is (re)initialised from a batch vector: "seen once"."""
+
+CODEBOOK_ROWS = ("random", "in_order")
+DEAD_CODE_COUNTS = ("reset", "keep")
+STRAIGHT_THROUGH = ("per_layer", "once")
+TILE_NOISE = 0.01
+"""Std (times 1/sqrt(D)) of the noise the release adds to repeated batch vectors when a batch has fewer vectors
+than codes."""
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 def _distributed() -> bool:
@@ -70,6 +98,18 @@ def _random_rows(vectors: torch.Tensor, count: int) -> torch.Tensor:
     return _take_from_rank0(vectors[rows].clone())
 
 
+def _rows_in_order(vectors: torch.Tensor, count: int) -> torch.Tensor:
+    """The first `count` rows of `vectors` (M, D) -> (count, D), rank 0's on every rank (the release's rule).
+
+    With fewer than `count` rows they are repeated, each copy with Gaussian noise of std TILE_NOISE / sqrt(D).
+    """
+    num_vectors, dim = vectors.shape
+    if num_vectors < count:
+        copies = vectors.repeat(-(-count // num_vectors), 1)
+        vectors = copies + torch.randn_like(copies) * (TILE_NOISE / dim**0.5)
+    return _take_from_rank0(vectors[:count].clone())
+
+
 def _perplexity(counts: torch.Tensor) -> torch.Tensor:
     """exp(entropy) of the code histogram `counts` (K,): 1 = one code used, K = all used evenly."""
     probabilities = counts / counts.sum().clamp(min=1.0)
@@ -97,6 +137,8 @@ class EMACodebook(nn.Module):
             (0 switches replacement off).
         temperature: Gumbel temperature for the code choice in training; 0 means argmin.
             Evaluation always uses argmin.
+        codebook_rows: which batch vectors initialise and replace codes, "random" or "in_order" (the release).
+        dead_code_count: a replaced code's EMA statistics, "reset" or "keep" (the release).
         eps: lower bound of the EMA count when dividing the EMA sum by it.
     """
 
@@ -107,9 +149,13 @@ class EMACodebook(nn.Module):
         decay: float = 0.99,  # paper
         dead_code_threshold: float = 1.0,  # paper: EMA count < 1 is dead
         temperature: float = 0.5,  # paper: Gumbel temperature in training
+        codebook_rows: str = "random",
+        dead_code_count: str = "reset",
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
+        _check_choice("codebook_rows", codebook_rows, CODEBOOK_ROWS)
+        _check_choice("dead_code_count", dead_code_count, DEAD_CODE_COUNTS)
         if codebook_size < 1 or code_dim < 1:
             raise ValueError(f"codebook_size and code_dim must be positive, got {codebook_size} and {code_dim}")
         if not 0.0 <= decay < 1.0:
@@ -123,6 +169,8 @@ class EMACodebook(nn.Module):
         self.decay = decay
         self.dead_code_threshold = dead_code_threshold
         self.temperature = temperature
+        self.codebook_rows = codebook_rows
+        self.dead_code_count = dead_code_count
         self.eps = eps
         # Random codes until the first training batch replaces them (so evaluation before
         # training, e.g. Lightning's sanity check, runs on a well-defined codebook).
@@ -134,7 +182,8 @@ class EMACodebook(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"codebook_size={self.codebook_size}, code_dim={self.code_dim}, decay={self.decay}, "
-            f"dead_code_threshold={self.dead_code_threshold}, temperature={self.temperature}"
+            f"dead_code_threshold={self.dead_code_threshold}, temperature={self.temperature}, "
+            f"codebook_rows={self.codebook_rows}, dead_code_count={self.dead_code_count}"
         )
 
     def squared_distances(self, vectors: torch.Tensor) -> torch.Tensor:
@@ -190,9 +239,13 @@ class EMACodebook(nn.Module):
         assignment = F.one_hot(indices, self.codebook_size).to(vectors.dtype)  # (M, K)
         return assignment.sum(0), assignment.t() @ vectors
 
+    def _batch_rows(self, vectors: torch.Tensor, count: int) -> torch.Tensor:
+        """`count` vectors of the batch chosen by `codebook_rows`."""
+        return _rows_in_order(vectors, count) if self.codebook_rows == "in_order" else _random_rows(vectors, count)
+
     @torch.no_grad()
     def _initialise_from(self, vectors: torch.Tensor) -> None:
-        codes = _random_rows(vectors, self.codebook_size)
+        codes = self._batch_rows(vectors, self.codebook_size)
         self.codebook.copy_(codes)
         self.ema_sum.copy_(codes * FRESH_CODE_COUNT)
         self.ema_count.fill_(FRESH_CODE_COUNT)
@@ -206,14 +259,15 @@ class EMACodebook(nn.Module):
 
     @torch.no_grad()
     def _reset_dead_codes(self, vectors: torch.Tensor) -> int:
-        """Replace codes whose EMA count is below the threshold by random batch vectors; return how many."""
+        """Replace codes whose EMA count is below the threshold by batch vectors; return how many."""
         dead = self.ema_count < self.dead_code_threshold
         num_dead = int(dead.sum())
         if num_dead:
-            replacements = _random_rows(vectors, num_dead)
+            replacements = self._batch_rows(vectors, self.codebook_size)[dead]  # in order: dead code k takes vector k
             self.codebook[dead] = replacements
-            self.ema_sum[dead] = replacements * FRESH_CODE_COUNT
-            self.ema_count[dead] = FRESH_CODE_COUNT
+            if self.dead_code_count == "reset":
+                self.ema_sum[dead] = replacements * FRESH_CODE_COUNT
+                self.ema_count[dead] = FRESH_CODE_COUNT
         return num_dead
 
 
@@ -222,10 +276,12 @@ class ResidualVQ(nn.Module):
 
     Args:
         num_quantizers: number of layers L.
-        codebook_size, code_dim, decay, dead_code_threshold, temperature, eps: per layer,
-            see `EMACodebook`. Layers do not share codebooks.
+        codebook_size, code_dim, decay, dead_code_threshold, temperature, codebook_rows, dead_code_count, eps:
+            per layer, see `EMACodebook`. Layers do not share codebooks.
         quantizer_dropout: probability that a training batch uses only the layers below a
             random cut-off (1 <= active layers < L, the same for the whole batch).
+        straight_through: "per_layer" (the release: the encoder gets the reconstruction gradient once per
+            active layer) or "once".
     """
 
     def __init__(
@@ -237,9 +293,13 @@ class ResidualVQ(nn.Module):
         dead_code_threshold: float = 1.0,  # paper
         temperature: float = 0.5,  # paper
         quantizer_dropout: float = 0.2,  # paper (switched off by accident in its release)
+        straight_through: str = "per_layer",  # release
+        codebook_rows: str = "random",
+        dead_code_count: str = "reset",
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
+        _check_choice("straight_through", straight_through, STRAIGHT_THROUGH)
         if num_quantizers < 1:
             raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}")
         if not 0.0 <= quantizer_dropout <= 1.0:
@@ -248,6 +308,7 @@ class ResidualVQ(nn.Module):
         self.codebook_size = codebook_size
         self.code_dim = code_dim
         self.quantizer_dropout = quantizer_dropout
+        self.straight_through = straight_through
         self.codebooks = nn.ModuleList(
             EMACodebook(
                 codebook_size=codebook_size,
@@ -255,6 +316,8 @@ class ResidualVQ(nn.Module):
                 decay=decay,
                 dead_code_threshold=dead_code_threshold,
                 temperature=temperature,
+                codebook_rows=codebook_rows,
+                dead_code_count=dead_code_count,
                 eps=eps,
             )
             for _ in range(num_quantizers)
@@ -267,7 +330,7 @@ class ResidualVQ(nn.Module):
 
         Returns:
             quantized: (B, N, D), the sum of the active layers' codes, with a straight-through
-                gradient to `latents`.
+                gradient to `latents` (times the number of active layers with "per_layer").
             indices: (B, N, L) long; `DROPPED_INDEX` for layers quantizer dropout switched off.
             commitment: scalar, mean over active layers of MSE(residual, its code); unweighted.
             stats: per layer (L,) tensors: `active` (bool), `usage` (fraction of codes used in
@@ -300,8 +363,9 @@ class ResidualVQ(nn.Module):
                 stats["usage"][layer] = (step.counts > 0).float().mean()
                 stats["perplexity"][layer] = _perplexity(step.counts)
                 stats["dead_code_resets"][layer] = step.num_reset
-            straight_through = flat + (quantized - flat).detach()
-        quantized_out = rearrange(straight_through, "(b n) d -> b n d", b=batch_size).to(latents.dtype)
+            gradient_scale = num_active if self.straight_through == "per_layer" else 1
+            passed_through = gradient_scale * flat + (quantized - gradient_scale * flat).detach()
+        quantized_out = rearrange(passed_through, "(b n) d -> b n d", b=batch_size).to(latents.dtype)
         indices = rearrange(indices, "(b n) l -> b n l", b=batch_size, n=num_tokens)
         commitment = torch.stack(commitment_terms).mean()
         return quantized_out, indices, commitment, stats
