@@ -12,9 +12,11 @@ from echomask.metrics.motion_statistics import (
     aggregate_statistics,
     compare_motion,
     distinctness,
+    drift_table,
     motion_statistics,
     motion_statistics_report,
     statistics_table,
+    translation_within_target,
 )
 from echomask.motion.skeleton import HAND_JOINTS, JAW_JOINT, LOWER_JOINTS
 
@@ -173,3 +175,15 @@ def test_real_beat2_arms_move_about_0_037_rad_per_frame(shared_dir):
     statistics = motion_statistics(motion)
     assert 0.03 < statistics["arms_speed"] < 0.045
     assert statistics["jaw_speed"] < statistics["hands_speed"] < statistics["arms_speed"]
+
+
+def test_drift_target_is_twice_the_truth_plus_ten_centimetres():
+    def row(x_pred: float, z_pred: float) -> dict[str, float]:
+        return {"trans_x_range_gt": 0.05, "trans_z_range_gt": 0.02, "trans_x_range_pred": x_pred,
+                "trans_z_range_pred": z_pred}  # fmt: skip
+
+    assert translation_within_target(row(0.19, 0.13)) and translation_within_target(row(0.2, 0.14))
+    assert not translation_within_target(row(1.6, 0.02)) and not translation_within_target(row(0.1, 0.15))
+    table = drift_table({"a": row(0.19, 0.13), "b": row(1.6, 0.02)})
+    assert "x  1.600 m vs  0.050 m" in table and table.splitlines()[2].endswith("DRIFTS")
+    assert table.splitlines()[1].endswith("ok")

@@ -362,3 +362,7 @@ def test_the_notebook_shows_a_real_test_and_generate_run(pipeline_outputs, kerne
     assert len(displayed(outputs, "image/png")) == 3  # per-sequence bars, SQA plot, clip strip
     videos = displayed(outputs, "text/html")
     assert len(videos) == 1 and f"{generate_run.name}/talk.mp4" in videos[0]
+    arms = result["sections"]["motion_statistics"]["arms_speed_ratio"]
+    assert re.search(rf"^arms angular speed \(rad/frame\) .*\| {arms:.2f}$", text, flags=re.MULTILINE)
+    for seq_id in result["per_sequence"]:
+        assert re.search(f"^  {seq_id} +x .* (ok|DRIFTS)$", text, flags=re.MULTILINE)

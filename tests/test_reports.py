@@ -4,6 +4,7 @@ per-sequence statistics land in the report's `sections`."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from argparse import Namespace
 from pathlib import Path
@@ -17,7 +18,15 @@ from echomask import results
 from echomask.cli import main
 from echomask.evaluation import evaluate_predictions
 from echomask.motion.kinematics import build_kinematics
-from echomask.scoring import REPORT_KEYS, SECTIONS_KEY, MotionScorer, Provenance, ScoredSequence, write_report
+from echomask.scoring import (
+    REPORT_KEYS,
+    SECTIONS_KEY,
+    MotionScorer,
+    Provenance,
+    ScoredSequence,
+    format_report,
+    write_report,
+)
 
 PER_SEQUENCE_METRICS = {"frames", "bc", "l1div", "face_mse"}
 
@@ -35,6 +44,9 @@ class TranslationRange:
 
     def summarize(self, per_sequence: dict) -> dict:
         return {side: max(values[side] for values in per_sequence.values()) for side in ("ground_truth", "generated")}
+
+    def reset(self) -> None:
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +126,27 @@ def test_the_scorer_refuses_unaligned_or_repeated_sequences():
     assert report["num_frames"] == 240 and report["per_sequence"]["a"]["frames"] == 240
     with pytest.raises(ValueError, match="distinct names"):
         MotionScorer(build_kinematics(), np.ones(55), "given", None, statistics=[TranslationRange()] * 2)
+
+
+def test_every_report_holds_the_motion_statistics_of_ground_truth_and_prediction():
+    """A prediction that turns every joint at half the ground truth's angular speed and walks 1 m where the ground
+    truth stands: the section's ratios say so, per sequence and pooled, and the printed report shows them."""
+    scorer = MotionScorer(build_kinematics(), np.ones(55), "given", fgd_checkpoint=None)
+    audio = np.sin(np.arange(16000 * 8) / 16000 * 2 * np.pi * 220) * (np.arange(16000 * 8) % 8000 < 2000)
+    frames = torch.arange(240, dtype=torch.float32)[:, None]
+    for seq_id, speed in (("a", 0.004), ("b", 0.008)):  # angles stay below pi: no wrap
+        truth = {"poses": (speed * frames).expand(240, 165).contiguous() / 3**0.5, "trans": torch.zeros(240, 3),
+                 "expressions": torch.zeros(240, 100)}  # fmt: skip
+        generated = {**truth, "poses": truth["poses"] / 2, "trans": torch.zeros(240, 3)}
+        generated["trans"][:, 0] = torch.linspace(0, 1, 240)
+        scorer.add(seq_id, truth, generated, audio)
+    report = scorer.report("toy", Provenance("corpus", "test", None, "pred", "none"), seconds=0.0)
+    section = report[SECTIONS_KEY]["motion_statistics"]
+    for values in [section, *(report["per_sequence"][i]["motion_statistics"] for i in "ab")]:
+        assert values["arms_speed_ratio"] == pytest.approx(0.5, rel=1e-6)
+        assert values["trans_x_range_pred"] == pytest.approx(1.0) and values["trans_x_range_gt"] == 0
+    assert section["arms_speed_gt"] == pytest.approx(0.006, rel=1e-5)  # frame-weighted mean of 0.004 and 0.008
+    assert section["distinctness_ratio"] == pytest.approx(0.5, rel=1e-4)
+    assert re.search(r"arms angular speed \(rad/frame\) +\| 0\.0060 +\| 0\.0030 +\| 0\.50", format_report(report))
+    scorer.reset()
+    assert scorer.statistics[0].motions == {}

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from echomask import results
 from echomask.stages import STAGES
 
 SHARED_SPEECH = Path("../shared/audio/speech_44k_stereo_mp3.wav")
@@ -64,6 +65,9 @@ def demo_command(options: argparse.Namespace, run: Callable[[list[str]], int]) -
     for name, seconds in timings:
         print(f"  {name:<22} {seconds:7.1f} s")
     print(f"  {'total':<22} {sum(s for _, s in timings):7.1f} s")
+    print(f"\n=== does the generated test motion move like the ground truth? ({TEST_OUTPUTS}/metrics.json)")
+    with results.report_missing():
+        print(results.motion_statistics_summary(results.load_metrics(TEST_OUTPUTS)))
     checkpoints = ", ".join(entry.checkpoint for entry in STAGES.values())
     print(
         "\noutputs:\n"

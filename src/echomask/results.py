@@ -40,9 +40,10 @@ from matplotlib.figure import Figure
 from echomask.data.beat2 import MOTION_FPS, read_motion
 from echomask.lit.media import attention_mask_figure
 from echomask.metrics.display import PAPER_HEADER, PAPER_SCALE, format_table, to_paper_scale
+from echomask.metrics.motion_statistics import drift_table, statistics_table
 from echomask.motion.kinematics import Kinematics, build_kinematics
 from echomask.render import render_skeleton_frames
-from echomask.scoring import check_report, table_row
+from echomask.scoring import SECTIONS_KEY, MotionStatisticsSection, check_report, table_row
 
 RESULTS_VARIABLE = "ECHOMASK_RESULTS"  # environment variable naming the results root
 DEFAULT_RESULTS_ROOT = Path("outputs")  # SPEC §3: generated npz/videos and reports go under outputs/
@@ -227,6 +228,17 @@ def per_sequence_table(result: Mapping, digits: int = 3) -> str:
         cells = [f"{scaled[key]:.{digits}f}" if key in scaled else "–" for key in keys]
         body.append([seq_id, str(values["frames"]), *cells])
     return _aligned(header, body)
+
+
+def motion_statistics_summary(result: Mapping) -> str:
+    """Does the generated motion move like the ground truth? The run's pooled motion statistics (GT, generated,
+    ratio; with the distinctness of the outputs) and each sequence's horizontal drift against its target."""
+    name = MotionStatisticsSection.name
+    section = result.get(SECTIONS_KEY, {}).get(name)
+    if section is None:
+        raise MissingArtefact(f"the result {result['name']!r} has no {name} (written before they were measured)")
+    per_sequence = {seq_id: values[name] for seq_id, values in result["per_sequence"].items()}
+    return "\n".join([statistics_table(section), "", drift_table(per_sequence)])
 
 
 def plot_per_sequence(result: Mapping, key: str = "bc") -> Figure:

@@ -19,8 +19,10 @@ The report (a JSON-ready dict; :data:`REPORT_KEYS` are always present):
 ``approximate_skeleton``, ``face_label`` (with face metrics), ``joint_mean_speed_source``; the caller's
 :class:`Provenance` (``data_root``, ``split``, ``speakers``, ``predictions``, ``cropping``); ``per_sequence`` (by
 id: ``frames``, ``bc``, ``l1div``, ``face_mse`` and what the caller adds, e.g. ``npz``); ``num_sequences``,
-``num_frames``, ``seconds``; ``sections``: one entry per extra :class:`SequenceStatistic` (its summary over the run;
-each sequence's own values sit under the same name in ``per_sequence[id]``).
+``num_frames``, ``seconds``; ``sections``: one entry per :class:`SequenceStatistic` (its summary over the run;
+each sequence's own values sit under the same name in ``per_sequence[id]``). Every report has the section
+``motion_statistics`` (:class:`MotionStatisticsSection`: angular speed per part, expression std, translation range of
+ground truth and prediction and their ratios, and how different the outputs for different inputs are).
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ from echomask.metrics import (
     to_paper_scale,
 )
 from echomask.metrics.beat_consistency import PROTOCOLS
+from echomask.metrics.motion_statistics import aggregate_statistics, compare_motion, distinctness, statistics_table
 from echomask.models.motion_autoencoder import MotionAutoencoder
 from echomask.motion.kinematics import Kinematics
 from echomask.motion.rotations import axis_angle_to_rot6d, matrix_to_rot6d, rot6d_to_matrix
@@ -212,6 +215,44 @@ class SequenceStatistic(Protocol):
 
     def summarize(self, per_sequence: Mapping[str, dict]) -> dict: ...
 
+    def reset(self) -> None: ...
+
+
+def _numpy_motion(motion: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
+    return {key: motion[key].detach().cpu().numpy() for key in SMPLX_KEYS}
+
+
+class MotionStatisticsSection:
+    """The report section ``motion_statistics`` (:mod:`echomask.metrics.motion_statistics`).
+
+    Per sequence: :func:`~echomask.metrics.motion_statistics.compare_motion` of ground truth and prediction. Over the
+    run: the frame-weighted pool of those, and with two or more sequences the distinctness of the outputs (which
+    needs every sequence's motion: kept until :meth:`reset` and gathered from all ranks under DDP).
+    """
+
+    name = "motion_statistics"
+
+    def __init__(self) -> None:
+        self.motions: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
+
+    def measure(self, sequence: ScoredSequence) -> dict:
+        ground_truth, generated = _numpy_motion(sequence.ground_truth), _numpy_motion(sequence.generated)
+        self.motions[sequence.seq_id] = (ground_truth, generated)
+        return compare_motion(ground_truth, generated)
+
+    def summarize(self, per_sequence: Mapping[str, dict]) -> dict:
+        motions = {}
+        for part in gather_objects(self.motions):
+            motions.update(part)
+        pooled = aggregate_statistics(per_sequence.values())
+        if len(motions) >= 2:
+            ids = sorted(motions)
+            pooled.update(distinctness([motions[i][0] for i in ids], [motions[i][1] for i in ids]))
+        return pooled
+
+    def reset(self) -> None:
+        self.motions = {}
+
 
 @dataclass(frozen=True)
 class Provenance:
@@ -234,7 +275,8 @@ class MotionScorer:
         fgd_checkpoint: the FGD feature extractor (AESKConv file or evaluator checkpoint); None skips FGD.
         protocol: ``"paper"`` or ``"clean"`` (SPEC §8.1), for FGD, BC and face MSE.
         face: measure the face metrics (False for the ground truth alone: nothing to compare it with).
-        statistics: extra per-sequence statistics, one report section each.
+        statistics: extra per-sequence statistics, one report section each (after the built-in
+            :class:`MotionStatisticsSection`).
     """
 
     def __init__(
@@ -249,6 +291,7 @@ class MotionScorer:
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        statistics = [MotionStatisticsSection(), *statistics]
         names = [statistic.name for statistic in statistics]
         if len(set(names)) != len(names) or set(names) & {"frames", "bc", "l1div", *FACE_METRICS}:
             raise ValueError(f"statistics need distinct names that are not metric names, got {names}")
@@ -289,6 +332,8 @@ class MotionScorer:
         """Forget every sequence added so far."""
         for metric in self.metrics.values():
             metric.reset()
+        for statistic in self.statistics:
+            statistic.reset()
         self.per_sequence = {}
 
     @torch.no_grad()
@@ -398,6 +443,9 @@ def format_report(report: Mapping) -> str:
         f"{report['data_root']}; {report['cropping']}; BC joint mean speeds: {report['joint_mean_speed_source']}; "
         f"{report['seconds']:.1f} s"
     )
+    section = report.get(SECTIONS_KEY, {}).get(MotionStatisticsSection.name)
+    if section is not None:
+        lines += ["", "motion statistics (pooled over the sequences, frame-weighted):", statistics_table(section)]
     return "\n".join(lines)
 
 

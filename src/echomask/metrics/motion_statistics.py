@@ -40,7 +40,9 @@ Over N ≥ 2 sequences:
   when the outputs differ as much as the ground truths do.
 
 :func:`motion_statistics_report` does all of it for a set of sequences; :func:`statistics_table` prints the
-pooled values as a GT / generated / ratio table.
+pooled values as a GT / generated / ratio table. Drift: :func:`translation_within_target` checks one sequence's
+horizontal ranges against the target generated range <= 2 x the ground truth's + 0.10 m on x and on z, and
+:func:`drift_table` lists it per sequence.
 """
 from __future__ import annotations
 
@@ -74,6 +76,9 @@ STATISTICS: dict[str, tuple[str, str]] = {
 }
 DISTINCTNESS = ("distinctness", "rad")
 SIDES = ("gt", "pred")
+# The drift target (issues 14 and 16): generated horizontal range <= DRIFT_FACTOR x the ground truth's + DRIFT_MARGIN
+DRIFT_FACTOR = 2.0
+DRIFT_MARGIN = 0.10  # metres
 MotionArrays = Mapping[str, np.ndarray]
 
 
@@ -261,4 +266,25 @@ def statistics_table(statistics: Mapping[str, float], digits: int = 4) -> str:
     widths = [max(len(row[column]) for row in [header, *body]) for column in range(len(header))]
     lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *body]]
     lines.insert(1, "-+-".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def translation_within_target(statistics: Mapping[str, float]) -> bool:
+    """Whether one sequence's (:func:`compare_motion`) generated x and z ranges are both within the drift target:
+    at most :data:`DRIFT_FACTOR` x the ground truth's range + :data:`DRIFT_MARGIN` metres."""
+    return all(
+        statistics[f"trans_{axis}_range_pred"] <= DRIFT_FACTOR * statistics[f"trans_{axis}_range_gt"] + DRIFT_MARGIN
+        for axis in HORIZONTAL_AXES
+    )
+
+
+def drift_table(per_sequence: Mapping[str, Mapping[str, float]]) -> str:
+    """Per sequence (id -> :func:`compare_motion` values): generated vs true x/z range and whether the target holds."""
+    lines = [f"horizontal range, generated vs ground truth (target: <= {DRIFT_FACTOR:g} x truth + {DRIFT_MARGIN:.2f} m)"]
+    for seq_id, statistics in per_sequence.items():
+        ranges = "  ".join(
+            f"{axis} {statistics[f'trans_{axis}_range_pred']:6.3f} m vs {statistics[f'trans_{axis}_range_gt']:6.3f} m"
+            for axis in HORIZONTAL_AXES
+        )
+        lines.append(f"  {seq_id:<20} {ranges}  {'ok' if translation_within_target(statistics) else 'DRIFTS'}")
     return "\n".join(lines)
