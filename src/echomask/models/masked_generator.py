@@ -1,7 +1,7 @@
 """The released EchoMask generator network (SPEC §6.4; Xiangyue-Zhang/EchoMask ``models/echomask.py``, class
-``echomask``), built from plain modules. Only what the release's forward passes and losses reach is built (its
-``wordhints_decoder``, template layers, ``hubert_encoder*``, cons MLPs, … are not: 223 M of its 308 M
-parameters at paper size).
+``echomask``), built from plain modules. Only what the release's forward passes and losses reach is built: at
+paper size its 223 M live parameters, not the 85 M of its 308 M that nothing reaches (``wordhints_decoder``, the
+template layers, ``hubert_encoder*``, the cons MLPs, …).
 
 Shapes (paper: T = 64 frames, N = 16 tokens, L = 6 RVQ layers, K = 256 codes, d = 256 code/speech size,
 H = 768 hidden size, w = 256 motion-encoder width; s1 = s2 = 2 with s1 · s2 = T / N):
