@@ -73,18 +73,61 @@ def test_the_loss_is_the_weighted_sum_of_the_terms():
     torch.testing.assert_close(result.loss, expected)
 
 
-@pytest.mark.parametrize(("mam_once", "batch_passes_bc"), [(True, False), (False, True), (False, False)])
-def test_the_release_computation_gives_the_same_numbers_in_eval_mode(mam_once, batch_passes_bc):
-    """Our shortcuts (MAM once, passes B and C as one batch) change no number where nothing is random."""
-    model, batch = make_model().eval(), make_batch()
-    with torch.no_grad():
-        ours = GeneratorObjective()(model, batch, 0.2, scorer=model, rng=torch.Generator().manual_seed(2))
-        release = GeneratorObjective(mam_once=mam_once, batch_passes_bc=batch_passes_bc)(
-            model, batch, 0.2, scorer=model, rng=torch.Generator().manual_seed(2)
-        )
-    assert torch.equal(ours.selection.mask, release.selection.mask)
-    for name, value in ours.terms.items():
-        torch.testing.assert_close(release.terms[name], value, rtol=1e-5, atol=1e-6, msg=name)
+RELEASE = dict(mam_once=False, batch_passes_bc=False, share_work=False)  # three separate full passes, MAM in each
+STRAIGHTFORWARD = {
+    "release": RELEASE,
+    "mam_once": dict(RELEASE, mam_once=True),
+    "batch_passes_bc": dict(RELEASE, batch_passes_bc=True),
+    "mam_once+batch_passes_bc": dict(share_work=False),
+}
+
+
+def losses_and_gradients(model, scorer, batch, **options):
+    model.zero_grad(set_to_none=True)
+    result = GeneratorObjective(**options)(model, batch, 0.2, scorer=scorer, rng=torch.Generator().manual_seed(2))
+    result.loss.backward()
+    return result, {name: parameter.grad.clone() for name, parameter in model.named_parameters()}
+
+
+@pytest.mark.parametrize("straightforward", list(STRAIGHTFORWARD))
+def test_shared_work_gives_the_straightforward_losses_and_gradients(straightforward):
+    """With dropout 0 (training mode, nothing random), computing the step's shared work once (the default) gives
+    every loss term and every parameter's gradient of the straightforward computation, float summation aside."""
+    model = make_model(dropout=0.0, mam_match_classifier=True)
+    scorer = copy.deepcopy(model).eval()
+    batch = make_batch()
+    shared, shared_gradients = losses_and_gradients(model, scorer, batch)
+    reference, gradients = losses_and_gradients(model, scorer, batch, **STRAIGHTFORWARD[straightforward])
+    assert torch.equal(shared.selection.mask, reference.selection.mask)
+    assert set(shared.terms) == set(reference.terms)
+    for name, value in reference.terms.items():
+        torch.testing.assert_close(shared.terms[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert set(shared_gradients) == set(gradients)
+    for name, gradient in gradients.items():
+        assert gradient.abs().max() > 0, f"{name} gets no gradient"
+        scale = gradient.abs().max().item()
+        torch.testing.assert_close(shared_gradients[name], gradient, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+def test_shared_work_needs_one_mam_and_batched_masked_passes():
+    with pytest.raises(ValueError, match="share_work needs mam_once and batch_passes_bc"):
+        GeneratorObjective(mam_once=False)
+    with pytest.raises(ValueError, match="share_work needs mam_once and batch_passes_bc"):
+        GeneratorObjective(batch_passes_bc=False)
+
+
+def test_shared_work_draws_one_dropout_mask_for_passes_b_and_c():
+    """In training, passes B and C read one trunk (the same face latent, dropout drawn once); the straightforward
+    batch draws dropout per row, so its B and C face latents differ."""
+    model = make_model(dropout=0.3)
+    batch = make_batch()
+    outputs = {}
+    for name, options in {"shared": {}, "straightforward": dict(share_work=False)}.items():
+        torch.manual_seed(5)
+        outputs[name] = GeneratorObjective(MaskPolicy(strategy="random"), **options)(model, batch, 0.5).passes
+    shared, straightforward = outputs["shared"], outputs["straightforward"]
+    assert torch.equal(shared["B"].prefusion["face"], shared["C"].prefusion["face"])
+    assert not torch.equal(straightforward["B"].prefusion["face"], straightforward["C"].prefusion["face"])
 
 
 def test_strategies_and_their_scores():

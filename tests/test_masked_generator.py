@@ -186,7 +186,7 @@ def test_release_key_rules():
     assert our_key("predict_res_lower.classfier_1.mlp.2.bias") == "heads.lower.classifiers.1.2.bias"
     assert our_key("lower_classifier.mlp.0.weight") == "heads.lower.classifiers.0.0.weight"
     assert our_key("mask_generator.shared_transformer_decoder.layers.7.multihead_attn.in_proj_weight") == (
-        "sqa.decoder.layers.7.cross_attn.in_proj_weight"
+        "sqa.decoder.layers.7.multihead_attn.in_proj_weight"
     )
     assert our_key("MAM.motion_encoder_upper_3.layers.0.linear2.bias") == (
         "mam.branches.upper.encoders.2.layers.0.linear2.bias"

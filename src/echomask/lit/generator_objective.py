@@ -18,14 +18,29 @@ Every pass adds (the release's weights, ``LossWeights``)
 and pass A adds two InfoNCE terms (U7): the PRE-fusion face and hands latents vs c_face and c_hands (one way,
 :func:`~echomask.models.alignment.token_infonce`).
 
-Deliberate differences from the release, each an option that gives the release's computation back:
+Deliberate differences from the release, each an option that gives the release's computation back
+(``mam_once=False, batch_passes_bc=False, share_work=False``: three separate full passes, MAM in each):
 
 - ``mam_once=True``: MAM (its speech features and loss) is computed once per step and shared by the three passes,
-  its loss counted once per pass as in the release. The release recomputes it in every pass (``False``): the
-  same numbers in eval mode, three dropout draws in training.
+  its loss counted once per pass as in the release. The release recomputes it in every pass (``False``).
 - ``batch_passes_bc=True``: passes B and C run as one batch of 2B windows, the injection added to the C rows
-  only (``False``: two passes, as the release). The same numbers in eval mode.
-- the positive-only MAM match classifier is a switch of the network (``mam_match_classifier``).
+  only (``False``: two passes, as the release).
+- ``share_work=True`` (needs both options above): every piece of work that the passes would repeat on the same
+  inputs runs once per step. The conditioning (:meth:`MaskedGenerator.condition`: speaker embeddings, the face
+  decoder's target through its first self-attention block, the SQA queries = speech projections through the first
+  SQA self-attention block, the code heads' keys and values of c_p) once for passes A, B and C; the trunk of passes
+  B and C (motion encoder on the masked window, face branch, body stream: they share the mask) once, read by both
+  the B rows and the C rows (C adds the injection). The release computes all of it in every pass.
+
+Gradients: a tensor computed once and read by several passes receives the sum of their gradients, which is what
+the release's separate copies send to the same parameters, so losses and every parameter's gradient equal the
+release's computation up to float summation order when nothing is random (eval mode or dropout 0; tested in
+tests/test_generator_objective.py). Dropout: a shared piece of work draws ONE dropout mask for all its readers
+(with ``share_work`` passes B and C see the same dropout noise in the face branch and the body stream, passes A, B
+and C the same in MAM and the conditioning); the release draws one per pass. Work after the sharing point
+(injection, body part heads, fusion, code heads) draws independently per pass and row, as in the release.
+
+The positive-only MAM match classifier is a switch of the network (``mam_match_classifier``).
 """
 
 from __future__ import annotations
@@ -39,8 +54,9 @@ from einops import rearrange, repeat
 from torch import Tensor
 
 from echomask.models.alignment import AlignmentOutput, token_infonce
-from echomask.models.masked_generator import PARTS, GeneratorPass, MaskedGenerator
+from echomask.models.masked_generator import PARTS, Conditioning, GeneratorPass, MaskedGenerator
 from echomask.models.masking import MaskPolicy, MaskSelection, seed_mask
+from echomask.models.speech_queried_attention import SQA_QUERY_PARTS
 
 INFONCE_PARTS = ("face", "hands")  # pass A's two InfoNCE terms (release: hubert_cons_loss, beat_cons_loss)
 
@@ -118,6 +134,8 @@ class GeneratorObjective:
         seed_frames: visible frames of pass A (release: 4).
         mam_once: compute MAM once per step (True) or in every pass as the release (False).
         batch_passes_bc: passes B and C as one batch (True) or two (False, the release).
+        share_work: compute the conditioning once per step and the trunk of passes B and C once (True; needs
+            ``mam_once`` and ``batch_passes_bc``) or in every pass as the release (False).
     """
 
     def __init__(
@@ -127,12 +145,20 @@ class GeneratorObjective:
         seed_frames: int = 4,  # release: pre_frames
         mam_once: bool = True,
         batch_passes_bc: bool = True,
+        share_work: bool = True,
     ) -> None:
+        if share_work and not (mam_once and batch_passes_bc):
+            raise ValueError(
+                "GeneratorObjective: share_work needs mam_once and batch_passes_bc (the shared work reads one MAM "
+                f"output and runs passes B and C as one batch); got mam_once={mam_once}, "
+                f"batch_passes_bc={batch_passes_bc}"
+            )
         self.policy = policy or MaskPolicy()
         self.weights = weights or LossWeights()
         self.seed_frames = seed_frames
         self.mam_once = mam_once
         self.batch_passes_bc = batch_passes_bc
+        self.share_work = share_work
 
     # ------------------------------------------------------------------ pieces
 
@@ -147,8 +173,32 @@ class GeneratorObjective:
     @torch.no_grad()
     def sqa_scores(self, scorer: MaskedGenerator, batch: GeneratorBatch) -> Tensor:
         """(B, T) float32 frame scores of the scoring copy on the unmasked windows (the release's gen_mask_frame)."""
-        speech = scorer.mam.speech_features(batch.speech_low, batch.speech_high)
+        speech = scorer.mam.speech_features(batch.speech_low, batch.speech_high, SQA_QUERY_PARTS)
         return scorer.frame_scores(batch.motion, batch.speaker, speech).float()
+
+    def pass_a(
+        self,
+        generator: MaskedGenerator,
+        batch: GeneratorBatch,
+        speech: Mapping[str, Tensor],
+        conditioning: Conditioning | None,
+    ) -> GeneratorPass:
+        """Pass A: only the seed frames visible, with the injection."""
+        batch_size, num_frames = batch.motion.shape[:2]
+        mask = seed_mask(batch_size, num_frames, self.seed_frames, device=batch.motion.device)
+        if conditioning is None:
+            return generator(batch.motion, mask, batch.speaker, speech, inject=True)
+        return generator.run(batch.motion, mask, conditioning, inject=True)
+
+    def shared_masked_passes(
+        self, generator: MaskedGenerator, batch: GeneratorBatch, mask: Tensor, conditioning: Conditioning
+    ) -> GeneratorPass:
+        """Passes B and C as one batch of 2B rows [B; C] on ONE trunk: C's rows add the injection."""
+        trunk = generator.trunk(batch.motion, mask, conditioning)
+        injected = trunk.stream + generator.injection(trunk.stream, conditioning)
+        return generator.decode(
+            torch.cat([trunk.face, trunk.face]), torch.cat([trunk.stream, injected]), conditioning
+        )
 
     def masked_passes(
         self,
@@ -156,9 +206,14 @@ class GeneratorObjective:
         batch: GeneratorBatch,
         mask: Tensor,
         alignment: AlignmentOutput,
+        conditioning: Conditioning | None,
     ) -> dict[str, tuple[GeneratorPass, Tensor]]:
         """Passes B (no injection) and C (injection) with the same (B, T) mask: name -> (output, MAM loss)."""
         size = batch.motion.shape[0]
+        halves = {"B": slice(0, size), "C": slice(size, 2 * size)}
+        if conditioning is not None:
+            output = self.shared_masked_passes(generator, batch, mask, conditioning)
+            return {name: (output.rows(half), alignment.losses["total"]) for name, half in halves.items()}
         if self.mam_once:
             alignments = {"B": alignment, "C": alignment}
         else:  # the release: MAM in every pass
@@ -180,7 +235,6 @@ class GeneratorObjective:
             speech,
             inject=inject,
         )
-        halves = {"B": slice(0, size), "C": slice(size, 2 * size)}
         return {name: (output.rows(half), alignments[name].losses["total"]) for name, half in halves.items()}
 
     # ------------------------------------------------------------------ the objective
@@ -200,9 +254,12 @@ class GeneratorObjective:
         """
         batch_size, num_frames = batch.motion.shape[:2]
         alignment = generator.mam(batch.speech_low, batch.speech_high, batch.codes)
+        conditioning = None
+        if self.share_work:
+            generator.check_inputs(batch.motion, batch.speaker, alignment.speech)
+            conditioning = generator.condition(batch.speaker, alignment.speech, num_frames)
 
-        pass_a_mask = seed_mask(batch_size, num_frames, self.seed_frames, device=batch.motion.device)
-        output_a = generator(batch.motion, pass_a_mask, batch.speaker, alignment.speech, inject=True)
+        output_a = self.pass_a(generator, batch, alignment.speech, conditioning)
         outputs = {"A": (output_a, alignment.losses["total"])}
 
         source = self.policy.score_source
@@ -218,7 +275,7 @@ class GeneratorObjective:
             scores = repeat(token_loss, "b n -> b (n k)", k=num_frames // token_loss.shape[1])
         selection = self.policy.select(batch_size, num_frames, progress, scores, rng, batch.motion.device)
         if selection is not None:
-            outputs.update(self.masked_passes(generator, batch, selection.mask, alignment))
+            outputs.update(self.masked_passes(generator, batch, selection.mask, alignment, conditioning))
             pass_terms.update({name: rvq_terms(outputs[name][0], batch)[0] for name in "BC"})
         pass_terms["A"].update(self.pass_a_infonce(generator, output_a, alignment.speech))
 

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from einops import rearrange, reduce, repeat
 from torch import nn
 
-from echomask.models.transformer_blocks import PeriodicPositionalEncoding, mlp, transformer_decoder, transformer_encoder
+from echomask.models.attention import Decoder, Encoder
+from echomask.models.transformer_blocks import PeriodicPositionalEncoding, mlp
 
 ALIGNMENT_PARTS = ("face", "hands", "upper", "lower")  # the release's order
 NUM_BLOCKS = 3  # E1, E2, E3
@@ -101,11 +102,10 @@ class PartAlignment(nn.Module):
         super().__init__()
         self.query = nn.Parameter(torch.zeros(d_model))  # the release starts its queries at zero
         self.encoders = nn.ModuleList(
-            transformer_encoder(d_model, num_heads, dim_feedforward, layers_per_block, dropout)
-            for _ in range(NUM_BLOCKS)
+            Encoder(d_model, num_heads, dim_feedforward, layers_per_block, dropout) for _ in range(NUM_BLOCKS)
         )
-        self.attend_low = transformer_decoder(d_model, num_heads, dim_feedforward, 1, dropout)
-        self.attend_high = transformer_decoder(d_model, num_heads, dim_feedforward, 1, dropout)
+        self.attend_low = Decoder(d_model, num_heads, dim_feedforward, 1, dropout)
+        self.attend_high = Decoder(d_model, num_heads, dim_feedforward, 1, dropout)
         self.speech_to_motion = mlp(d_model, d_model, d_model)
         self.match_classifier = mlp(2 * d_model, 2, d_model) if match_classifier else None
 
@@ -197,9 +197,15 @@ class MotionAudioAlignment(nn.Module):
                 f"got {tuple(low.shape)} and {tuple(high.shape)}"
             )
 
-    def speech_features(self, low: torch.Tensor, high: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The speech branch alone (inference, mask scoring): low, high (B, T, d) -> part -> c_p (B, T, d)."""
+    def speech_features(
+        self, low: torch.Tensor, high: torch.Tensor, parts: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The speech branch alone (inference, mask scoring): low, high (B, T, d) -> part -> c_p (B, T, d), for
+        ``parts`` (default: all; the mask scoring reads only the SQA's query parts)."""
         self._check_speech(low, high)
+        unknown = sorted(set(parts or ()) - set(self.parts))
+        if unknown:
+            raise ValueError(f"MotionAudioAlignment: unknown parts {unknown}; the parts are {self.parts}")
         batch, frames, _ = low.shape
         low, high = self.positional_encoding(low), self.positional_encoding(high)
         band = None if self.attention_window is None else band_mask(frames, self.attention_window, low.device)
@@ -208,6 +214,7 @@ class MotionAudioAlignment(nn.Module):
                 self.positional_encoding(repeat(branch.query, "d -> b t d", b=batch, t=frames)), low, high, band
             )
             for part, branch in self.branches.items()
+            if parts is None or part in parts
         }
 
     def forward(

@@ -9,6 +9,9 @@ For a part's fused base latent z (B, N, d) and its speech features c_p (B, T, d)
 
 Every layer reads only what the layers below REGRESSED, never ground-truth or looked-up codes (no teacher
 forcing): training and inference compute the same thing, and a forward pass needs no stage-1 codebook.
+
+The memory c_p is the same for every cascade layer (and for every pass of a training step): :meth:`memory_kv`
+projects it for all (L − 1) × 3 cross-attentions in one matmul, and ``forward(…, kv=…)`` reads those.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from echomask.models.transformer_blocks import mlp, transformer_decoder
+from echomask.models.attention import Decoder, KeyValue, memory_kv
+from echomask.models.transformer_blocks import mlp
 
 
 class ResidualCodeHead(nn.Module):
-    """forward(base latent (B, N, d), speech (B, T, d)) -> (logits (B, N, L, K), code vectors (B, L, N, d))."""
+    """forward(base latent (B, N, d), speech (B_m, T, d) or its ``kv``) -> (logits (B, N, L, K), code vectors
+    (B, L, N, d)). B may be a multiple of B_m (rows tile: row i reads speech row i mod B_m)."""
 
     def __init__(
         self,
@@ -43,16 +48,26 @@ class ResidualCodeHead(nn.Module):
             + [mlp(latent_dim, codebook_size, classifier_hidden) for _ in range(num_layers - 1)]
         )
         self.decoders = nn.ModuleList(
-            transformer_decoder(latent_dim, num_heads, dim_feedforward, decoder_layers, dropout)
+            Decoder(latent_dim, num_heads, dim_feedforward, decoder_layers, dropout)
             for _ in range(num_layers - 1)
         )
         # merges[j] reads [z ; v_1 ; … ; v_{j+1}] for RVQ layer j + 2
         self.merges = nn.ModuleList(nn.Linear((count + 2) * latent_dim, latent_dim) for count in range(num_layers - 2))
 
-    def forward(self, base: torch.Tensor, speech: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def memory_kv(self, speech: torch.Tensor) -> list[list[KeyValue]]:
+        """Keys and values of the speech (B, T, d) for every cascade decoder and layer, in one matmul."""
+        return memory_kv(list(self.decoders), speech)
+
+    def forward(
+        self, base: torch.Tensor, speech: torch.Tensor | None = None, kv: list[list[KeyValue]] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if kv is None:
+            if speech is None:
+                raise ValueError("ResidualCodeHead needs the speech features or their keys and values")
+            kv = self.memory_kv(speech)
         vectors = [base]
-        for layer, decoder in enumerate(self.decoders, start=1):
+        for layer, (decoder, decoder_kv) in enumerate(zip(self.decoders, kv), start=1):
             inputs = base if layer == 1 else self.merges[layer - 2](torch.cat(vectors, dim=-1))
-            vectors.append(decoder(inputs, speech) + inputs)
+            vectors.append(decoder(inputs, kv=decoder_kv) + inputs)
         logits = [classifier(vector) for classifier, vector in zip(self.classifiers, vectors)]
         return torch.stack(logits, dim=2), torch.stack(vectors, dim=1)

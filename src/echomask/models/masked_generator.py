@@ -22,6 +22,17 @@ H = 768 hidden size, w = 256 motion-encoder width; s1 = s2 = 2 with s1 · s2 = T
 8. Code heads (models/code_heads.py, U1, U11): logits (B, N, L, K) and regressed code vectors (B, L, N, d).
 
 Every positional encoding applies dropout (release: 0.1, U13), like every transformer layer.
+
+A pass is split where the work of a training step's passes can be shared (lit/generator_objective.py):
+
+- :meth:`MaskedGenerator.condition` -> :class:`Conditioning`: everything that depends only on the speech and the
+  speaker (speaker embeddings, the face decoder's target through its first self-attention block, the SQA
+  queries, the code heads' keys and values of c_p);
+- :meth:`MaskedGenerator.trunk` -> :class:`Trunk`: what depends on the mask but not on the injection (steps 2-4);
+- :meth:`MaskedGenerator.injection`: step 5; :meth:`MaskedGenerator.decode`: steps 6-8.
+
+``forward`` runs them in order for one pass (nothing shared); ``infer`` is the inference entry (speech features
+from low/high, no MAM motion branch, no losses).
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from einops import repeat
 from torch import nn
 
 from echomask.models.alignment import ALIGNMENT_PARTS, MotionAudioAlignment
+from echomask.models.attention import Decoder, Encoder, KeyValue
 from echomask.models.code_heads import ResidualCodeHead
 from echomask.models.speech_queried_attention import SQA_QUERY_PARTS, SpeechQueriedAttention
 from echomask.models.transformer_blocks import (
@@ -41,8 +53,6 @@ from echomask.models.transformer_blocks import (
     ResidualConvEncoder,
     TemporalDownsample,
     mlp,
-    transformer_decoder,
-    transformer_encoder,
 )
 
 BODY_PARTS = ("upper", "hands", "lower")
@@ -83,8 +93,47 @@ class GeneratorPass:
         )
 
 
+def tile_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """(B, ...) -> (rows, ...): ``x`` repeated along the batch axis (rows must be a multiple of B)."""
+    copies, remainder = divmod(rows, x.shape[0])
+    if remainder:
+        raise ValueError(f"cannot tile {x.shape[0]} rows to {rows}")
+    return x if copies == 1 else x.repeat(copies, *([1] * (x.ndim - 1)))
+
+
+@dataclass
+class Conditioning:
+    """What every pass of a step reads that depends only on the speech and the speaker, not on the mask or the
+    injection (:meth:`MaskedGenerator.condition`). Rows = B windows; a pass over k·B rows tiles them.
+
+    speech: part -> c_p (B, T, d). face_target: (B, T, H) the face decoder's target (PE of the face speaker
+    embedding) through its first self-attention block. body_speaker: (B, T, H) the body speaker embedding per
+    frame; speaker_steps: (B, T/s1, H) its downsampled form (the body part decoders read it). sqa_queries:
+    (P, B, T, H) from :meth:`SpeechQueriedAttention.queries`. head_kv: part -> the code head's keys and values of
+    c_p for every cascade layer.
+    """
+
+    speech: dict[str, torch.Tensor]
+    face_target: torch.Tensor
+    body_speaker: torch.Tensor
+    speaker_steps: torch.Tensor
+    sqa_queries: torch.Tensor
+    head_kv: dict[str, list[list[KeyValue]]]
+
+
+@dataclass
+class Trunk:
+    """What a pass computes from its mask before the speech injection (:meth:`MaskedGenerator.trunk`).
+
+    face: (B, N, d) the face latent (before fusion). stream: (B, T, H) the body stream (before the injection).
+    """
+
+    face: torch.Tensor
+    stream: torch.Tensor
+
+
 class FaceBranch(nn.Module):
-    """hint (B, T, w), c_face (B, T, d), face speaker embedding (B, T, H) -> face latent (B, N, d)."""
+    """hint (B, T, w), c_face (B, T, d), target (B, T, H) from :meth:`target` -> face latent (B, N, d)."""
 
     def __init__(
         self,
@@ -102,15 +151,20 @@ class FaceBranch(nn.Module):
         self.hint_mlp = mlp(encoder_width, encoder_width, hidden_dim)
         self.memory_projection = nn.Linear(latent_dim + encoder_width, hidden_dim)
         self.positional_encoding = PeriodicPositionalEncoding(hidden_dim, period, dropout)
-        self.decoder = transformer_decoder(hidden_dim, num_heads, dim_feedforward, num_layers, dropout)
+        self.decoder = Decoder(hidden_dim, num_heads, dim_feedforward, num_layers, dropout)
         self.to_latent = nn.Linear(hidden_dim, latent_dim)
         self.downsample_1 = TemporalDownsample(latent_dim, latent_dim, strides[0])
         self.latent_mlp = mlp(latent_dim, latent_dim, hidden_dim)
         self.downsample_2 = TemporalDownsample(latent_dim, latent_dim, strides[1])
 
-    def forward(self, hint: torch.Tensor, speech: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
+    def target(self, speaker: torch.Tensor) -> torch.Tensor:
+        """face speaker embedding (B, T, H) -> the decoder's target PE(speaker) through its first self-attention
+        block (it reads no mask and no speech)."""
+        return self.decoder.layers[0].self_block(self.positional_encoding(speaker))
+
+    def forward(self, hint: torch.Tensor, speech: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         memory = self.memory_projection(torch.cat([speech, self.hint_mlp(hint)], dim=-1))
-        x = self.to_latent(self.decoder(self.positional_encoding(speaker), memory))
+        x = self.to_latent(self.decoder(target, memory, self_attended=True))
         return self.downsample_2(self.latent_mlp(self.downsample_1(x)))
 
 
@@ -123,7 +177,7 @@ class BodyPartHead(nn.Module):
     ) -> None:
         super().__init__()
         self.input_mlp = mlp(hidden_dim, hidden_dim, hidden_dim)
-        self.decoder = transformer_decoder(hidden_dim, num_heads, dim_feedforward, num_layers, dropout)
+        self.decoder = Decoder(hidden_dim, num_heads, dim_feedforward, num_layers, dropout)
         self.to_latent = nn.Linear(hidden_dim, latent_dim)
         self.downsample = TemporalDownsample(latent_dim, latent_dim, stride)
 
@@ -148,7 +202,7 @@ class BodyBranch(nn.Module):
         self.hint_mlp = mlp(encoder_width, encoder_width, hidden_dim)
         self.to_hidden = nn.Linear(encoder_width, hidden_dim)
         self.positional_encoding = PeriodicPositionalEncoding(hidden_dim, period, dropout)
-        self.encoder = transformer_encoder(hidden_dim, num_heads, dim_feedforward, encoder_layers, dropout)
+        self.encoder = Encoder(hidden_dim, num_heads, dim_feedforward, encoder_layers, dropout)
         self.downsample = TemporalDownsample(hidden_dim, hidden_dim, strides[0])
         self.speaker_downsample = TemporalDownsample(hidden_dim, hidden_dim, strides[0])
         self.parts = nn.ModuleDict(
@@ -164,10 +218,11 @@ class BodyBranch(nn.Module):
         """hint (B, T, w), body speaker embedding (B, T, H) -> body stream (B, T, H)."""
         return self.encoder(self.positional_encoding(speaker + self.to_hidden(self.hint_mlp(hint))))
 
-    def part_latents(self, stream: torch.Tensor, speaker: torch.Tensor) -> dict[str, torch.Tensor]:
-        """body stream (B, T, H), body speaker embedding (B, T, H) -> part -> latent (B, N, d)."""
+    def part_latents(self, stream: torch.Tensor, speaker_steps: torch.Tensor) -> dict[str, torch.Tensor]:
+        """body stream (B, T, H), downsampled body speaker embedding (B', T/s1, H) (``speaker_downsample``; B a
+        multiple of B', rows tile) -> part -> latent (B, N, d)."""
         stream = self.downsample(stream)
-        speaker = self.speaker_downsample(speaker)
+        speaker = tile_rows(speaker_steps, stream.shape[0])
         hidden = {part: head.input_mlp(stream) for part, head in self.parts.items()}
         latents = {}
         for part, head in self.parts.items():
@@ -184,7 +239,7 @@ class CrossPartFusion(nn.Module):
         super().__init__()
         self.decoders = nn.ModuleDict(
             {
-                part: transformer_decoder(latent_dim, num_heads, dim_feedforward, num_layers, dropout)
+                part: Decoder(latent_dim, num_heads, dim_feedforward, num_layers, dropout)
                 for part in FUSION_MEMORY
             }
         )
@@ -322,9 +377,14 @@ class MaskedGenerator(nn.Module):
 
     # ------------------------------------------------------------------ checks
 
-    def _check_inputs(
-        self, motion: torch.Tensor, speaker: torch.Tensor, speech: Mapping[str, torch.Tensor]
+    def check_inputs(
+        self,
+        motion: torch.Tensor,
+        speaker: torch.Tensor,
+        speech: Mapping[str, torch.Tensor],
+        parts: tuple[str, ...] = PARTS,
     ) -> None:
+        """Raises ValueError naming the input whose shape, ids or parts do not fit (speech: ``parts`` needed)."""
         if motion.ndim != 3 or motion.shape[-1] != self.motion_dim:
             raise ValueError(f"MaskedGenerator: motion must be (B, T, {self.motion_dim}), got {tuple(motion.shape)}")
         batch, frames, _ = motion.shape
@@ -338,7 +398,7 @@ class MaskedGenerator(nn.Module):
             raise ValueError(
                 f"MaskedGenerator: speaker ids must lie in [0, {self.num_speakers}), got {speaker.tolist()}"
             )
-        for part in PARTS:
+        for part in parts:
             if part not in speech:
                 raise ValueError(f"MaskedGenerator: speech features missing for part {part!r}")
             if tuple(speech[part].shape) != (batch, frames, self.latent_dim):
@@ -347,24 +407,70 @@ class MaskedGenerator(nn.Module):
                     f"got {tuple(speech[part].shape)}"
                 )
 
+    def _check_mask(self, motion: torch.Tensor, mask: torch.Tensor) -> None:
+        if mask.shape != motion.shape[:2] or mask.dtype != torch.bool:
+            raise ValueError(
+                f"MaskedGenerator: mask must be a bool tensor of shape {tuple(motion.shape[:2])}, "
+                f"got {mask.dtype} {tuple(mask.shape)}"
+            )
+
     # ------------------------------------------------------------------ pieces
 
     def _speaker(self, table: nn.Embedding, speaker: torch.Tensor, frames: int) -> torch.Tensor:
         """(B,) ids -> (B, frames, H): the speaker's embedding at every frame."""
         return repeat(table(speaker), "b d -> b t d", t=frames)
 
+    def condition(self, speaker: torch.Tensor, speech: Mapping[str, torch.Tensor], frames: int) -> Conditioning:
+        """speaker (B,), speech: part -> c_p (B, T, d) -> :class:`Conditioning` (the work no mask changes)."""
+        body_speaker = self._speaker(self.speaker_body, speaker, frames)
+        return Conditioning(
+            speech=dict(speech),
+            face_target=self.face.target(self._speaker(self.speaker_face, speaker, frames)),
+            body_speaker=body_speaker,
+            speaker_steps=self.body.speaker_downsample(body_speaker),
+            sqa_queries=self.sqa.queries(speech),
+            head_kv={part: self.heads[part].memory_kv(speech[part]) for part in PARTS},
+        )
+
+    def trunk(self, motion: torch.Tensor, mask: torch.Tensor, conditioning: Conditioning) -> Trunk:
+        """motion (B, T, 337), mask (B, T) bool -> :class:`Trunk`: the masked frames are replaced by the mask
+        embedding, then the motion encoder, the face branch and the body stream (steps 2-4)."""
+        hint = self.motion_encoder(torch.where(mask[..., None], self.mask_embedding.to(motion.dtype), motion))
+        return Trunk(
+            face=self.face(hint, conditioning.speech["face"], conditioning.face_target),
+            stream=self.body.stream(hint, conditioning.body_speaker),
+        )
+
+    def injection(
+        self, stream: torch.Tensor, conditioning: Conditioning, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The SQA speech injection (B', T, H) for a body stream (B', T, H): the conditioning's rows ``rows``
+        (int64 indices; None: all B' = B rows)."""
+        queries = conditioning.sqa_queries if rows is None else conditioning.sqa_queries[:, rows]
+        return self.sqa(self.key_encoding(stream), queries).injection
+
+    def decode(self, face: torch.Tensor, stream: torch.Tensor, conditioning: Conditioning) -> GeneratorPass:
+        """face latent (B', N, d), body stream after any injection (B', T, H) -> the pass (steps 6-8). B' may be
+        a multiple of the conditioning's B (passes B and C as one batch): row i reads conditioning row i mod B."""
+        prefusion = {"face": face, **self.body.part_latents(stream, conditioning.speaker_steps)}
+        fused = self.fusion(prefusion)
+        logits, vectors = {}, {}
+        for part in PARTS:
+            logits[part], vectors[part] = self.heads[part](fused[part], kv=conditioning.head_kv[part])
+        return GeneratorPass(logits=logits, code_vectors=vectors, prefusion=prefusion)
 
     def frame_scores(
         self, motion: torch.Tensor, speaker: torch.Tensor, speech: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
         """SQA frame scores (B, T) of the UNMASKED window (the release's ``gen_mask_frame``; SPEC §6.3).
 
-        motion (B, T, 337) ground truth; speaker (B,); speech: part -> c_p (B, T, d) (``self.mam.speech_features``).
+        motion (B, T, 337) ground truth; speaker (B,); speech: part -> c_p (B, T, d) for the SQA's query parts
+        (``self.mam.speech_features(low, high, SQA_QUERY_PARTS)``).
         """
-        self._check_inputs(motion, speaker, speech)
+        self.check_inputs(motion, speaker, speech, SQA_QUERY_PARTS)
         body_speaker = self._speaker(self.speaker_body, speaker, motion.shape[1])
         stream = self.body.stream(self.motion_encoder(motion), body_speaker)
-        return self.sqa(self.key_encoding(stream), speech, need_scores=True).scores
+        return self.sqa.frame_scores(self.key_encoding(stream), self.sqa.queries(speech))
 
     def forward(
         self,
@@ -374,42 +480,45 @@ class MaskedGenerator(nn.Module):
         speech: Mapping[str, torch.Tensor],
         inject: bool | torch.Tensor = True,
     ) -> GeneratorPass:
-        """One generator pass.
+        """One generator pass, nothing shared with other passes.
 
         motion (B, T, 337): the window; frames where ``mask`` (B, T) bool is True are replaced by the mask
         embedding (their content is never seen). speaker (B,) int64. speech: part -> c_p (B, T, d) from
         ``self.mam``. inject: add SQA's speech injection to the body stream (passes A and C, inference), not
         (pass B), or a (B,) bool tensor choosing the rows that get it (passes B and C as one batch).
         """
-        self._check_inputs(motion, speaker, speech)
-        if mask.shape != motion.shape[:2] or mask.dtype != torch.bool:
+        self.check_inputs(motion, speaker, speech)
+        return self.run(motion, mask, self.condition(speaker, speech, motion.shape[1]), inject)
+
+    def run(
+        self, motion: torch.Tensor, mask: torch.Tensor, conditioning: Conditioning, inject: bool | torch.Tensor = True
+    ) -> GeneratorPass:
+        """One pass (``forward``) from a :class:`Conditioning` made by :meth:`condition` for the same windows."""
+        self._check_mask(motion, mask)
+        if isinstance(inject, torch.Tensor) and (inject.shape != mask.shape[:1] or inject.dtype != torch.bool):
             raise ValueError(
-                f"MaskedGenerator: mask must be a bool tensor of shape {tuple(motion.shape[:2])}, "
-                f"got {mask.dtype} {tuple(mask.shape)}"
-            )
-        if isinstance(inject, torch.Tensor) and (inject.shape != speaker.shape or inject.dtype != torch.bool):
-            raise ValueError(
-                f"MaskedGenerator: inject must be a bool or a bool tensor of shape {tuple(speaker.shape)}, "
+                f"MaskedGenerator: inject must be a bool or a bool tensor of shape {tuple(mask.shape[:1])}, "
                 f"got {inject.dtype} {tuple(inject.shape)}"
             )
-        frames = motion.shape[1]
-        body_speaker = self._speaker(self.speaker_body, speaker, frames)
-        hint = self.motion_encoder(torch.where(mask[..., None], self.mask_embedding.to(motion.dtype), motion))
-        prefusion = {"face": self.face(hint, speech["face"], self._speaker(self.speaker_face, speaker, frames))}
-        stream = self.body.stream(hint, body_speaker)
+        trunk = self.trunk(motion, mask, conditioning)
+        stream = trunk.stream
+        if not isinstance(inject, torch.Tensor):
+            if inject:
+                stream = stream + self.injection(stream, conditioning)
+        elif inject.any():
+            rows = inject.nonzero().squeeze(1)
+            stream = stream.index_add(0, rows, self.injection(stream[rows], conditioning, rows))
+        return self.decode(trunk.face, stream, conditioning)
 
-        rows = inject.nonzero().squeeze(1) if isinstance(inject, torch.Tensor) else None
-        if rows is not None or inject:
-            keys = self.key_encoding(stream)
-            if rows is None:
-                stream = stream + self.sqa(keys, speech).injection
-            elif rows.numel():
-                chosen = {part: speech[part][rows] for part in SQA_QUERY_PARTS}
-                stream = stream.index_add(0, rows, self.sqa(keys[rows], chosen).injection)
-        prefusion.update(self.body.part_latents(stream, body_speaker))
-
-        fused = self.fusion(prefusion)
-        logits, vectors = {}, {}
-        for part in PARTS:
-            logits[part], vectors[part] = self.heads[part](fused[part], speech[part])
-        return GeneratorPass(logits=logits, code_vectors=vectors, prefusion=prefusion)
+    @torch.no_grad()
+    def infer(
+        self,
+        motion: torch.Tensor,
+        mask: torch.Tensor,
+        speaker: torch.Tensor,
+        speech_low: torch.Tensor,
+        speech_high: torch.Tensor,
+    ) -> GeneratorPass:
+        """Inference of one window batch (the release's test-time call): speech features from the low/high
+        speech features (B, T, d) (MAM's speech branch only), then one pass with the injection. No gradients."""
+        return self(motion, mask, speaker, self.mam.speech_features(speech_low, speech_high))

@@ -51,16 +51,8 @@ BUFFER_KEYS = ("position_embeddings.pe", "MAM.position_embeddings.pe", "MAM.posi
 MATCH_CLASSIFIER = re.compile(rf"MAM\.match_{PART_PATTERN}_classifier\.")
 RESHAPED = re.compile(rf"mask_embeddings|MAM\.moau_query_{PART_PATTERN}")  # (1, 1, D) in the release, (D,) here
 
-# the release's MyTransformerDecoderLayer (an nn.TransformerDecoderLayer) -> our AttentionDecoderLayer
-SQA_LAYER_NAMES = {
-    "self_attn": "self_attn",
-    "multihead_attn": "cross_attn",
-    "linear1": "feedforward.0",
-    "linear2": "feedforward.3",
-    "norm1": "norm_self",
-    "norm2": "norm_cross",
-    "norm3": "norm_feedforward",
-}
+# the sub-modules of a release MyTransformerDecoderLayer (an nn.TransformerDecoderLayer); ours have the same names
+SQA_LAYER_MODULES = "(?:self_attn|multihead_attn|linear1|linear2|norm1|norm2|norm3)"
 
 
 def _fixed(target: str) -> Callable[[re.Match], str]:
@@ -78,13 +70,6 @@ def _motion_encoder(match: re.Match) -> str:
     if slot == 2 and inner:
         return f"motion_encoder.blocks.{block}.residual.{inner[1]}.{inner[2]}"
     raise KeyError(match[0])
-
-
-def _sqa_layer(match: re.Match) -> str:
-    layer, name, rest = match.groups()
-    if name not in SQA_LAYER_NAMES:
-        raise KeyError(match[0])
-    return f"sqa.decoder.layers.{layer}.{SQA_LAYER_NAMES[name]}.{rest}"
 
 
 def _code_head(match: re.Match) -> str:
@@ -129,7 +114,10 @@ RULES: tuple[tuple[re.Pattern, Callable[[re.Match], str]], ...] = tuple(
         (rf"{BODY_PATTERN}1d\.(.+)", "body.parts.{0}.downsample.conv.{1}"),
         (rf"audio_feature2motion_{BODY_PATTERN}\.(.+)", "sqa.query_projections.{0}.{1}"),
         (r"mask_generator\.fusion_weights", "sqa.part_weights"),
-        (r"mask_generator\.shared_transformer_decoder\.layers\.(\d+)\.(\w+)\.(.+)", _sqa_layer),
+        (
+            rf"mask_generator\.shared_transformer_decoder\.layers\.(\d+)\.({SQA_LAYER_MODULES}\..+)",
+            "sqa.decoder.layers.{0}.{1}",
+        ),
         (r"hands_face_decoder\.(.+)", "fusion.decoders.hands.{0}"),
         (r"face_hands_decoder\.(.+)", "fusion.decoders.face.{0}"),
         (r"upper_hands_decoder\.(.+)", "fusion.decoders.upper.{0}"),
