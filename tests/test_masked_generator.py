@@ -199,3 +199,23 @@ def test_release_key_rules():
     for unknown in ("motion_encoder.main.1.weight", "mask_generator.shared_transformer_decoder.layers.0.dropout.p"):
         with pytest.raises(KeyError, match="not a key of the release's generator"):
             our_key(unknown)
+
+
+def test_infer_equals_the_forward_pass_and_keeps_no_state():
+    torch.manual_seed(0)
+    model = MaskedGenerator(**TINY).eval()
+    motion, mask, speaker, low, high = inputs()
+    keys = set(model.state_dict())
+    with torch.no_grad():
+        expected = model(motion, mask, speaker, model.mam.speech_features(low, high))
+    stacked = model.infer(motion, mask, speaker, low, high)
+    part_by_part = model.infer(motion, mask, speaker, low, high, stack_parts=False)
+    for output in (stacked, part_by_part):
+        for part in PARTS:
+            torch.testing.assert_close(output.logits[part], expected.logits[part])
+            torch.testing.assert_close(output.code_vectors[part], expected.code_vectors[part])
+    assert set(model.state_dict()) == keys  # the stacked copies are no state
+    with torch.no_grad():
+        model.heads["hands"].classifiers[0][2].bias.add_(1.0)  # a changed weight reaches the next inference
+        changed = model(motion, mask, speaker, model.mam.speech_features(low, high))
+    torch.testing.assert_close(model.infer(motion, mask, speaker, low, high).logits["hands"], changed.logits["hands"])

@@ -198,24 +198,32 @@ class MotionAudioAlignment(nn.Module):
             )
 
     def speech_features(
-        self, low: torch.Tensor, high: torch.Tensor, parts: Sequence[str] | None = None
+        self,
+        low: torch.Tensor,
+        high: torch.Tensor,
+        parts: Sequence[str] | None = None,
+        stacked: PartAlignment | None = None,
     ) -> dict[str, torch.Tensor]:
         """The speech branch alone (inference, mask scoring): low, high (B, T, d) -> part -> c_p (B, T, d), for
-        ``parts`` (default: all; the mask scoring reads only the SQA's query parts)."""
+        ``parts`` (default: all; the mask scoring reads only the SQA's query parts). ``stacked``: the branches
+        of all parts stacked (models/part_stack.py), run as one module (inference)."""
         self._check_speech(low, high)
         unknown = sorted(set(parts or ()) - set(self.parts))
         if unknown:
             raise ValueError(f"MotionAudioAlignment: unknown parts {unknown}; the parts are {self.parts}")
-        batch, frames, _ = low.shape
+        chosen = [part for part in self.parts if parts is None or part in parts]
         low, high = self.positional_encoding(low), self.positional_encoding(high)
+        if stacked is None:
+            return {part: self._branch_speech(self.branches[part], low, high) for part in chosen}
+        every = self._branch_speech(stacked, *(x.expand(len(self.parts), *x.shape) for x in (low, high)))
+        return {part: value for part, value in zip(self.parts, every) if part in chosen}
+
+    def _branch_speech(self, branch: PartAlignment, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """c_p (..., B, T, d) of one branch (or of stacked branches, leading axis P) from PE'd low/high."""
+        batch, frames = low.shape[-3:-1]
         band = None if self.attention_window is None else band_mask(frames, self.attention_window, low.device)
-        return {
-            part: branch.speech(
-                self.positional_encoding(repeat(branch.query, "d -> b t d", b=batch, t=frames)), low, high, band
-            )
-            for part, branch in self.branches.items()
-            if parts is None or part in parts
-        }
+        query = self.positional_encoding(repeat(branch.query, "... d -> ... b t d", b=batch, t=frames))
+        return branch.speech(query, low, high, band)
 
     def forward(
         self,

@@ -7,9 +7,9 @@ their parameters the same way (``self_attn.in_proj_weight``, ``multihead_attn.ou
 
 - every attention runs through ``scaled_dot_product_attention`` (torch's fused CPU/GPU kernels), with the
   attention weights computed only when a caller reads them (:meth:`Decoder.cross_attention_weights`);
-- keys and values of a FIXED memory (one that several layers, passes or query rows read) are projected once:
-  :meth:`Decoder.memory_kv` projects a memory for all of a stack's layers in one matmul, and the result is passed
-  as ``kv=`` instead of the memory. Memory rows tile over query rows: query row i reads memory row i mod B_m
+- keys and values of a FIXED memory (one that several passes or query rows read) are projected once:
+  :meth:`Decoder.memory_kv` projects a memory for all of a stack's layers, and the result is passed as ``kv=``
+  instead of the memory. Memory rows tile over query rows: query row i reads memory row i mod B_m
   (e.g. three parts' queries stacked as ``(p b)`` against one ``(b)`` memory; the same numbers as repeating the
   memory, without projecting it again);
 - :meth:`DecoderLayer.self_block` (the first sub-layer, which reads only the target) can run once for a target
@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
+
+from echomask.models.part_stack import LayerNorm, Linear, linear
 
 KeyValue = tuple[torch.Tensor, torch.Tensor]  # keys, values (B_m, heads, T_k, d / heads)
 
@@ -47,7 +47,7 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.dropout = dropout
         # the creation and initialisation order of nn.MultiheadAttention (same draws for the same seed)
-        self.out_proj = nn.Linear(d_model, d_model)
+        self.out_proj = Linear(d_model, d_model)
         self.in_proj_weight = nn.Parameter(torch.empty(3 * d_model, d_model))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * d_model))
         nn.init.xavier_uniform_(self.in_proj_weight)
@@ -58,11 +58,12 @@ class Attention(nn.Module):
         return f"d_model={self.d_model}, num_heads={self.num_heads}, dropout={self.dropout}"
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return rearrange(x, "b t (h e) -> b h t e", h=self.num_heads)
+        """(B, T, d) -> (B, heads, T, d / heads) (a view; einops' parsing costs more than these small matmuls)."""
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(-2, -3)
 
     def kv_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(2d, d) weight and (2d,) bias of the key and value projections."""
-        return self.in_proj_weight[self.d_model :], self.in_proj_bias[self.d_model :]
+        """(2d, d) weight and (2d,) bias of the key and value projections (stacked: (P, 2d, d), (P, 2d))."""
+        return self.in_proj_weight[..., self.d_model :, :], self.in_proj_bias[..., self.d_model :]
 
     def split_kv(self, projected: torch.Tensor) -> KeyValue:
         """(B, T, 2d) projected memory -> keys, values (B, heads, T, d / heads)."""
@@ -71,22 +72,24 @@ class Attention(nn.Module):
 
     def memory_kv(self, memory: torch.Tensor) -> KeyValue:
         """Project a memory (B, T, d) to this attention's keys and values once."""
-        return self.split_kv(F.linear(memory, *self.kv_projection()))
+        return self.split_kv(linear(memory, *self.kv_projection()))
 
     def _project(
         self, query: torch.Tensor, memory: torch.Tensor | None, kv: KeyValue | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries, keys and values (B, heads, T, d / heads); memory rows tiled over the query rows."""
+        """Queries, keys and values (..., B, heads, T, d / heads); memory rows tiled over the query rows."""
         if memory is None and kv is None:
-            projected = F.linear(query, self.in_proj_weight, self.in_proj_bias)
+            projected = linear(query, self.in_proj_weight, self.in_proj_bias)
             return tuple(map(self._heads, projected.chunk(3, dim=-1)))
-        queries = F.linear(query, self.in_proj_weight[: self.d_model], self.in_proj_bias[: self.d_model])
+        d = self.d_model
+        queries = linear(query, self.in_proj_weight[..., :d, :], self.in_proj_bias[..., :d])
         keys, values = kv if kv is not None else self.memory_kv(memory)
-        copies, remainder = divmod(query.shape[0], keys.shape[0])
+        copies, remainder = divmod(query.shape[-3], keys.shape[-4])
         if remainder:
-            raise ValueError(f"Attention: {query.shape[0]} query rows do not tile {keys.shape[0]} memory rows")
+            raise ValueError(f"Attention: {query.shape[-3]} query rows do not tile {keys.shape[-4]} memory rows")
         if copies > 1:
-            keys, values = keys.repeat(copies, 1, 1, 1), values.repeat(copies, 1, 1, 1)
+            tiling = (1,) * (keys.ndim - 4) + (copies, 1, 1, 1)
+            keys, values = keys.repeat(tiling), values.repeat(tiling)
         return self._heads(queries), keys, values
 
     @staticmethod
@@ -125,9 +128,13 @@ class Attention(nn.Module):
             weights = self._softmax_weights(queries, keys, mask)
             attended = F.dropout(weights, dropout, self.training) @ values
         else:
+            # leading axes (stacked parts) folded into the batch: the fused kernels take (B, heads, T, e)
+            lead = queries.shape[:-3]
+            queries, keys, values = (x.reshape(-1, *x.shape[-3:]) for x in (queries, keys, values))
             allowed = None if mask is None else ~mask
             attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed, dropout_p=dropout)
-        return self.out_proj(rearrange(attended, "b h t e -> b t (h e)")), weights
+            attended = attended.view(*lead, *attended.shape[-3:])
+        return self.out_proj(attended.transpose(-2, -3).flatten(-2)), weights
 
 
 class PostNormLayer(nn.Module):
@@ -135,9 +142,9 @@ class PostNormLayer(nn.Module):
 
     def __init__(self, d_model: int, dim_feedforward: int, dropout: float) -> None:
         super().__init__()
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear1 = Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear2 = Linear(dim_feedforward, d_model)
 
     def feedforward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear2(self.dropout(F.relu(self.linear1(x))))
@@ -150,8 +157,8 @@ class EncoderLayer(PostNormLayer):
         self_attn = Attention(d_model, num_heads, dropout)  # created first, as torch does (same draws)
         super().__init__(d_model, dim_feedforward, dropout)
         self.self_attn = self_attn
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
+        self.norm1 = LayerNorm(d_model)
+        self.norm2 = LayerNorm(d_model)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
 
@@ -170,9 +177,9 @@ class DecoderLayer(PostNormLayer):
         super().__init__(d_model, dim_feedforward, dropout)
         self.self_attn = self_attn
         self.multihead_attn = multihead_attn
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.norm3 = nn.LayerNorm(d_model)
+        self.norm1 = LayerNorm(d_model)
+        self.norm2 = LayerNorm(d_model)
+        self.norm3 = LayerNorm(d_model)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
@@ -233,8 +240,9 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
 
     def memory_kv(self, memory: torch.Tensor) -> list[KeyValue]:
-        """Every layer's keys and values of ``memory`` (B, T, d), projected in one matmul."""
-        return memory_kv([self], memory)[0]
+        """Every layer's keys and values of ``memory`` (B, T, d). (One matmul over all layers' concatenated
+        projections would copy their weights at every call: more memory traffic than it saves.)"""
+        return [layer.multihead_attn.memory_kv(memory) for layer in self.layers]
 
     def _memories(self, memory: torch.Tensor | None, kv: list[KeyValue] | None) -> list[KeyValue]:
         if kv is None:
@@ -283,15 +291,3 @@ class Decoder(nn.Module):
                 all_weights.append(weights)
         return torch.stack(all_weights)
 
-
-def memory_kv(decoders: Sequence[Decoder], memory: torch.Tensor) -> list[list[KeyValue]]:
-    """The keys and values of one memory (B, T, d) for every layer of several decoders that all read it,
-    projected in ONE matmul: result[i][j] = decoder i, layer j (pass ``kv=result[i]`` to decoder i)."""
-    layers = [layer for decoder in decoders for layer in decoder.layers]
-    if not layers:
-        return [[] for _ in decoders]
-    projections = [layer.multihead_attn.kv_projection() for layer in layers]
-    weight = torch.cat([weight for weight, _ in projections])
-    bias = torch.cat([bias for _, bias in projections])
-    chunks = iter(F.linear(memory, weight, bias).chunk(len(layers), dim=-1))
-    return [[layer.multihead_attn.split_kv(next(chunks)) for layer in decoder.layers] for decoder in decoders]

@@ -10,8 +10,8 @@ For a part's fused base latent z (B, N, d) and its speech features c_p (B, T, d)
 Every layer reads only what the layers below REGRESSED, never ground-truth or looked-up codes (no teacher
 forcing): training and inference compute the same thing, and a forward pass needs no stage-1 codebook.
 
-The memory c_p is the same for every cascade layer (and for every pass of a training step): :meth:`memory_kv`
-projects it for all (L − 1) × 3 cross-attentions in one matmul, and ``forward(…, kv=…)`` reads those.
+The memory c_p is the same for every pass of a training step: :meth:`memory_kv` projects it for all (L − 1) × 3
+cross-attentions once, and ``forward(…, kv=…)`` reads those.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from echomask.models.attention import Decoder, KeyValue, memory_kv
+from echomask.models.attention import Decoder, KeyValue
+from echomask.models.part_stack import Linear
 from echomask.models.transformer_blocks import mlp
 
 
@@ -52,11 +53,11 @@ class ResidualCodeHead(nn.Module):
             for _ in range(num_layers - 1)
         )
         # merges[j] reads [z ; v_1 ; … ; v_{j+1}] for RVQ layer j + 2
-        self.merges = nn.ModuleList(nn.Linear((count + 2) * latent_dim, latent_dim) for count in range(num_layers - 2))
+        self.merges = nn.ModuleList(Linear((count + 2) * latent_dim, latent_dim) for count in range(num_layers - 2))
 
     def memory_kv(self, speech: torch.Tensor) -> list[list[KeyValue]]:
-        """Keys and values of the speech (B, T, d) for every cascade decoder and layer, in one matmul."""
-        return memory_kv(list(self.decoders), speech)
+        """Keys and values of the speech (B, T, d) for every cascade decoder and layer."""
+        return [decoder.memory_kv(speech) for decoder in self.decoders]
 
     def forward(
         self, base: torch.Tensor, speech: torch.Tensor | None = None, kv: list[list[KeyValue]] | None = None
@@ -70,4 +71,4 @@ class ResidualCodeHead(nn.Module):
             inputs = base if layer == 1 else self.merges[layer - 2](torch.cat(vectors, dim=-1))
             vectors.append(decoder(inputs, kv=decoder_kv) + inputs)
         logits = [classifier(vector) for classifier, vector in zip(self.classifiers, vectors)]
-        return torch.stack(logits, dim=2), torch.stack(vectors, dim=1)
+        return torch.stack(logits, dim=-2), torch.stack(vectors, dim=-3)

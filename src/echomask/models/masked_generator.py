@@ -47,6 +47,7 @@ from torch import nn
 from echomask.models.alignment import ALIGNMENT_PARTS, MotionAudioAlignment
 from echomask.models.attention import Decoder, Encoder, KeyValue
 from echomask.models.code_heads import ResidualCodeHead
+from echomask.models.part_stack import StackedCopy
 from echomask.models.speech_queried_attention import SQA_QUERY_PARTS, SpeechQueriedAttention
 from echomask.models.transformer_blocks import (
     PeriodicPositionalEncoding,
@@ -110,7 +111,8 @@ class Conditioning:
     embedding) through its first self-attention block. body_speaker: (B, T, H) the body speaker embedding per
     frame; speaker_steps: (B, T/s1, H) its downsampled form (the body part decoders read it). sqa_queries:
     (P, B, T, H) from :meth:`SpeechQueriedAttention.queries`. head_kv: part -> the code head's keys and values of
-    c_p for every cascade layer.
+    c_p for every cascade layer; with ``stacked_heads`` (inference: the four code heads as one stacked module,
+    models/part_stack.py) the stacked heads' keys and values (leading axis: ``PARTS``).
     """
 
     speech: dict[str, torch.Tensor]
@@ -118,7 +120,8 @@ class Conditioning:
     body_speaker: torch.Tensor
     speaker_steps: torch.Tensor
     sqa_queries: torch.Tensor
-    head_kv: dict[str, list[list[KeyValue]]]
+    head_kv: dict[str, list[list[KeyValue]]] | list[list[KeyValue]]
+    stacked_heads: ResidualCodeHead | None = None
 
 
 @dataclass
@@ -299,6 +302,7 @@ class MaskedGenerator(nn.Module):
             raise ValueError(f"first_stride={first_stride} must divide frames_per_token={frames_per_token}")
         strides = (first_stride, frames_per_token // first_stride)
         self.motion_dim = motion_dim
+        self._stacked = {"mam": StackedCopy(), "heads": StackedCopy()}  # infer's stacked part modules (not state)
         self.num_speakers = num_speakers
         self.latent_dim = latent_dim
         self.hidden_dim = hidden_dim
@@ -420,16 +424,28 @@ class MaskedGenerator(nn.Module):
         """(B,) ids -> (B, frames, H): the speaker's embedding at every frame."""
         return repeat(table(speaker), "b d -> b t d", t=frames)
 
-    def condition(self, speaker: torch.Tensor, speech: Mapping[str, torch.Tensor], frames: int) -> Conditioning:
-        """speaker (B,), speech: part -> c_p (B, T, d) -> :class:`Conditioning` (the work no mask changes)."""
+    def condition(
+        self,
+        speaker: torch.Tensor,
+        speech: Mapping[str, torch.Tensor],
+        frames: int,
+        stacked_heads: ResidualCodeHead | None = None,
+    ) -> Conditioning:
+        """speaker (B,), speech: part -> c_p (B, T, d) -> :class:`Conditioning` (the work no mask changes).
+        stacked_heads: the code heads of ``PARTS`` stacked (inference, :meth:`infer`), or None."""
         body_speaker = self._speaker(self.speaker_body, speaker, frames)
+        if stacked_heads is None:
+            head_kv = {part: self.heads[part].memory_kv(speech[part]) for part in PARTS}
+        else:
+            head_kv = stacked_heads.memory_kv(torch.stack([speech[part] for part in PARTS]))
         return Conditioning(
             speech=dict(speech),
             face_target=self.face.target(self._speaker(self.speaker_face, speaker, frames)),
             body_speaker=body_speaker,
             speaker_steps=self.body.speaker_downsample(body_speaker),
             sqa_queries=self.sqa.queries(speech),
-            head_kv={part: self.heads[part].memory_kv(speech[part]) for part in PARTS},
+            head_kv=head_kv,
+            stacked_heads=stacked_heads,
         )
 
     def trunk(self, motion: torch.Tensor, mask: torch.Tensor, conditioning: Conditioning) -> Trunk:
@@ -454,9 +470,13 @@ class MaskedGenerator(nn.Module):
         a multiple of the conditioning's B (passes B and C as one batch): row i reads conditioning row i mod B."""
         prefusion = {"face": face, **self.body.part_latents(stream, conditioning.speaker_steps)}
         fused = self.fusion(prefusion)
-        logits, vectors = {}, {}
-        for part in PARTS:
-            logits[part], vectors[part] = self.heads[part](fused[part], kv=conditioning.head_kv[part])
+        if conditioning.stacked_heads is not None:
+            stacked = conditioning.stacked_heads(torch.stack([fused[part] for part in PARTS]), kv=conditioning.head_kv)
+            logits, vectors = ({part: value for part, value in zip(PARTS, values)} for values in stacked)
+        else:
+            logits, vectors = {}, {}
+            for part in PARTS:
+                logits[part], vectors[part] = self.heads[part](fused[part], kv=conditioning.head_kv[part])
         return GeneratorPass(logits=logits, code_vectors=vectors, prefusion=prefusion)
 
     def frame_scores(
@@ -518,7 +538,27 @@ class MaskedGenerator(nn.Module):
         speaker: torch.Tensor,
         speech_low: torch.Tensor,
         speech_high: torch.Tensor,
+        stack_parts: bool = True,
     ) -> GeneratorPass:
-        """Inference of one window batch (the release's test-time call): speech features from the low/high
-        speech features (B, T, d) (MAM's speech branch only), then one pass with the injection. No gradients."""
-        return self(motion, mask, speaker, self.mam.speech_features(speech_low, speech_high))
+        """Inference of one window batch (the release's test-time call): MAM's speech branch on the low/high
+        speech features (B, T, d) (no motion branch, no losses), then one pass with the injection; no gradients.
+
+        stack_parts: run MAM's four part branches and the four code heads each as ONE module with stacked
+        parameters (models/part_stack.py; the same numbers up to float summation order). The stacked copies
+        (90 M parameters at paper size) are made at the first call and kept until a parameter changes;
+        ``release_inference_copies()`` frees them. False: part by part, as ``forward``.
+        """
+        if not stack_parts:
+            return self(motion, mask, speaker, self.mam.speech_features(speech_low, speech_high))
+        mam_branches = self._stacked["mam"]([self.mam.branches[part] for part in self.mam.parts])
+        heads = self._stacked["heads"]([self.heads[part] for part in PARTS])
+        for stacked in (mam_branches, heads):
+            stacked.train(self.training)
+        speech = self.mam.speech_features(speech_low, speech_high, stacked=mam_branches)
+        self.check_inputs(motion, speaker, speech)
+        return self.run(motion, mask, self.condition(speaker, speech, motion.shape[1], stacked_heads=heads))
+
+    def release_inference_copies(self) -> None:
+        """Free the stacked copies :meth:`infer` keeps (they are rebuilt at its next call)."""
+        for stacked in self._stacked.values():
+            stacked.clear()

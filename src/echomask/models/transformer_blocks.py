@@ -13,6 +13,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from echomask.models.part_stack import Linear
+
 
 def periodic_sinusoid(positions: torch.Tensor, dim: int, period: int = 64) -> torch.Tensor:
     """Sinusoidal encoding of ``positions`` taken modulo ``period`` (SPEC §6.2: period 64).
@@ -30,6 +32,9 @@ def periodic_sinusoid(positions: torch.Tensor, dim: int, period: int = 64) -> to
     return rearrange(torch.stack([angles.sin(), angles.cos()], dim=-1), "t f two -> t (f two)")
 
 
+MAX_CACHED_TABLES = 8  # encodings kept per PeriodicPositionalEncoding (one per window length and device)
+
+
 class PeriodicPositionalEncoding(nn.Module):
     """Adds :func:`periodic_sinusoid` to a ``(B, T, dim)`` sequence (any T; the encoding repeats every ``period``
     steps), then dropout (the release applies dropout 0.1 to every encoded sequence; 0 turns it off). The encoding
@@ -42,18 +47,24 @@ class PeriodicPositionalEncoding(nn.Module):
         self.dim = dim
         self.period = period
         self.dropout = nn.Dropout(dropout)
+        self._tables: dict[tuple[int, str], torch.Tensor] = {}
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, period={self.period}"
 
     def encoding(self, length: int, device: torch.device | None = None) -> torch.Tensor:
         """(length, dim): the encoding of time steps 0 … length − 1."""
-        return periodic_sinusoid(torch.arange(length, device=device), self.dim, self.period)
+        key = (length, str(device))
+        if key not in self._tables:
+            if len(self._tables) >= MAX_CACHED_TABLES:
+                self._tables.clear()
+            self._tables[key] = periodic_sinusoid(torch.arange(length, device=device), self.dim, self.period)
+        return self._tables[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"PeriodicPositionalEncoding expects (B, T, {self.dim}), got {tuple(x.shape)}")
-        return self.dropout(x + self.encoding(x.shape[1], x.device).to(x.dtype))
+        if x.ndim < 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"PeriodicPositionalEncoding expects (..., B, T, {self.dim}), got {tuple(x.shape)}")
+        return self.dropout(x + self.encoding(x.shape[-2], x.device).to(x.dtype))
 
 
 def transformer_encoder(
@@ -157,9 +168,10 @@ class AttentionDecoder(nn.Module):
 
 
 def mlp(in_dim: int, out_dim: int, hidden_dim: int | None = None) -> nn.Sequential:
-    """Linear → LeakyReLU(0.2) → Linear on the last axis; the hidden size defaults to ``out_dim``."""
+    """Linear → LeakyReLU(0.2) → Linear on the last axis; the hidden size defaults to ``out_dim``. (The linears
+    are ``nn.Linear`` s that also run with stacked weights, models/part_stack.py.)"""
     hidden_dim = out_dim if hidden_dim is None else hidden_dim
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.LeakyReLU(0.2), nn.Linear(hidden_dim, out_dim))
+    return nn.Sequential(Linear(in_dim, hidden_dim), nn.LeakyReLU(0.2), Linear(hidden_dim, out_dim))
 
 
 class MotionEncoder(nn.Module):
