@@ -147,3 +147,17 @@ def test_strategies_and_their_scores():
     assert scores.shape == (B, T) and torch.equal(scores[:, 0::4], scores[:, 3::4])
     worst = scores.topk(4, dim=1).values[:, -1:]
     assert (scores[loss_based.selection.hard] >= worst.expand(B, 4).flatten()).all()
+
+
+@pytest.mark.parametrize("straightforward", ["release", "mam_once+batch_passes_bc"])
+def test_every_path_runs_under_bf16_autocast(straightforward):
+    """bf16 autocast (CPU) through the shared and the straightforward paths: the same loss as fp32 within bf16's
+    precision (eval mode, nothing random)."""
+    model, batch = make_model().eval(), make_batch()
+    for options in ({}, STRAIGHTFORWARD[straightforward]):
+        objective = GeneratorObjective(**options)
+        with torch.no_grad():
+            expected = objective(model, batch, 0.2, scorer=model, rng=torch.Generator().manual_seed(2))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                result = objective(model, batch, 0.2, scorer=model, rng=torch.Generator().manual_seed(2))
+        torch.testing.assert_close(result.loss, expected.loss, rtol=2e-2, atol=0.0)

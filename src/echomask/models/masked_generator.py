@@ -527,7 +527,8 @@ class MaskedGenerator(nn.Module):
                 stream = stream + self.injection(stream, conditioning)
         elif inject.any():
             rows = inject.nonzero().squeeze(1)
-            stream = stream.index_add(0, rows, self.injection(stream[rows], conditioning, rows))
+            injection = self.injection(stream[rows], conditioning, rows)
+            stream = stream.index_add(0, rows, injection.to(stream.dtype))  # autocast: bf16 into an fp32 stream
         return self.decode(trunk.face, stream, conditioning)
 
     @torch.no_grad()
