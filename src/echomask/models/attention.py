@@ -15,6 +15,9 @@ their parameters the same way (``self_attn.in_proj_weight``, ``multihead_attn.ou
 - :meth:`DecoderLayer.self_block` (the first sub-layer, which reads only the target) can run once for a target
   that several decoder calls share: ``Decoder(…, self_attended=True)`` then starts at the first cross-attention.
 
+Every linear map and layer norm also runs with stacked per-part weights (models/part_stack.py): a module whose
+parameters carry a leading part axis runs all parts at once on (P, B, T, d) inputs.
+
 Dropout (training only) is drawn where torch draws it: on the attention weights, after each sub-layer and inside
 the feed-forward; a shared piece of work draws its dropout once for all its readers.
 
