@@ -29,27 +29,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, reduce, repeat
+from einops import rearrange, repeat
 from torch import nn
 
+from echomask.models.alignment import band_mask, pool_to_tokens
 from echomask.models.transformer_blocks import PeriodicPositionalEncoding, mlp, transformer_decoder, transformer_encoder
 
 MAM_PARTS = ("face", "hands", "upper", "lower")
-
-
-def pool_to_tokens(frames: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """Average-pool (B, T, d) frames to (B, num_tokens, d) tokens; T must be a multiple of num_tokens."""
-    if frames.shape[1] % num_tokens:
-        raise ValueError(f"cannot pool {frames.shape[1]} frames into {num_tokens} tokens: not a multiple")
-    return reduce(frames, "b (n k) d -> b n d", "mean", n=num_tokens)
-
-
-def band_mask(frames: int, width: int, device: torch.device | None = None) -> torch.Tensor:
-    """(frames, frames) bool attention mask, True where attention is NOT allowed: |query - key| > width."""
-    if width < 0:
-        raise ValueError(f"band_mask: width must be >= 0, got {width}")
-    steps = torch.arange(frames, device=device)
-    return (steps[:, None] - steps[None, :]).abs() > width
 
 
 def frame_infonce(

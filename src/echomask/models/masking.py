@@ -1,18 +1,29 @@
-"""Frame-mask selection for the masked generator (SPEC §6.3, §6.5). Pure functions, no parameters.
+"""Frame-mask selection for the masked generator (SPEC §6.3, §6.5; the release's ``Soft2HardMaskSTE``). No parameters.
 
 Convention: a mask is a (B, T) bool tensor, True = the frame is MASKED (hidden from the generator).
 
-Speech-queried selection of ``num_masked`` frames per row (paper: 24 of 64 = 37.5 %):
-1. hard: the ``round(hard_fraction · num_masked)`` top-scored frames;
-2. soft: ``round(soft_fraction · num_masked)`` frames sampled without replacement, in proportion
-   to their score, from a pool of the next-best ``ceil(soft_pool_factor · group)`` frames (the pool
-   is larger than the group, unlike the release, where it equals the group and the step is a no-op);
-3. uniform: the rest, uniformly at random among the frames not chosen yet.
-The hard/soft split follows :func:`mask_schedule` over training (hard 0 → 0.2, soft 0.2 → 0).
+:class:`MaskPolicy` is the policy of passes B and C. It masks ``round(mask_ratio · T)`` frames per row
+(release: 0.375 · 64 = 24), chosen from (B, T) frame scores in three groups whose sizes are fractions of the
+WHOLE window (the release, issue 15 U3; Python's ``round``, as the release):
 
-Seed frames: the spec counts 24 of all 64 frames and exempts none, and pass A (SPEC §6.5) already
-trains the seeded situation, so by default every frame can be masked. ``keep_first=4`` keeps the
-seed frames visible instead (they are then never chosen by any part).
+1. hard: the ``round(hard · T)`` top-scored frames;
+2. soft: ``round(soft · T)`` frames drawn without replacement from a pool of the next-best
+   ``ceil(soft_pool_factor · group)`` frames, with probability ∝ score − (the row's lowest score) + 1e-6. In the
+   release the pool equals the group, so every pool frame is taken and the "soft" step is a no-op
+   (``soft_pool_factor: 1`` gives that back); our default pool is twice the group (SPEC §6.3);
+3. uniform: the rest, uniformly at random among the frames not chosen yet.
+
+The hard/soft fractions follow :func:`mask_schedule` over training (release: hard 0 → 0.2, soft 0.2 → 0, i.e.
+13 score-driven frames of the 24 all run long). Scores may be negative (the SQA part weights are raw numbers).
+Strategies (the paper's ablation axis): ``speech_queried`` (SQA scores), ``loss_based`` (a per-frame loss as the
+score), ``random`` (all 24 uniform), ``none`` (no masked passes).
+
+Seed frames: the release masks any of the 64 frames in passes B and C; ``keep_first=4`` keeps the seed frames
+visible instead.
+
+The older functions below (:func:`select_mask_parts`, :func:`make_mask`, …) count the hard and soft groups as
+fractions of the MASKED frames (at most 5 score-driven frames of 24); the pre-release ``GeneratorModule`` still
+uses them, and they share :func:`select_frames` with :class:`MaskPolicy`.
 """
 
 from __future__ import annotations
@@ -55,36 +66,35 @@ def _flags(indices: torch.Tensor, num_frames: int) -> torch.Tensor:
     return flags.scatter(1, indices, True)
 
 
-def select_mask_parts(
+def select_frames(
     scores: torch.Tensor,
-    num_masked: int = 24,  # 37.5 % of 64 frames (SPEC §6.3)
-    hard_fraction: float = 0.0,
-    soft_fraction: float = 0.2,
-    soft_pool_factor: float = 2.0,  # pool size / soft group size; must be > 1 (SPEC §6.3: pool larger than the group)
-    keep_first: int = 0,  # frames 0 … keep_first − 1 are never masked
+    num_hard: int,
+    num_soft: int,
+    num_uniform: int,
+    soft_pool_factor: float = 2.0,
+    keep_first: int = 0,
     generator: torch.Generator | None = None,
 ) -> MaskSelection:
-    """Score-driven mask of exactly ``num_masked`` frames per row, parts reported separately.
+    """The hard/soft/uniform selection rule (module docstring) with the group sizes given as frame counts.
 
-    scores: (B, T) non-negative frame scores (e.g. SQA attention). If a row's soft pool has only
-    zero scores, its soft group is drawn uniformly from the pool. The pool is capped by the frames
-    left after the hard part.
+    scores: (B, T) finite frame scores. The soft pool is capped by the frames left after the hard group.
     """
     if scores.ndim != 2:
-        raise ValueError(f"select_mask: scores must be (B, T), got {tuple(scores.shape)}")
-    if not torch.isfinite(scores).all() or (scores < 0).any():
-        raise ValueError("select_mask: scores must be finite and non-negative")
-    if soft_pool_factor <= 1:
+        raise ValueError(f"select_frames: scores must be (B, T), got {tuple(scores.shape)}")
+    if not torch.isfinite(scores).all():
+        raise ValueError("select_frames: scores must be finite")
+    if soft_pool_factor < 1:
         raise ValueError(
-            f"select_mask: soft_pool_factor must be > 1 (the pool is larger than the group), got {soft_pool_factor}"
+            f"select_frames: soft_pool_factor must be >= 1 (1: the pool is the group), got {soft_pool_factor}"
         )
     batch, num_frames = scores.shape
     num_candidates = num_frames - keep_first
-    if keep_first < 0 or not 0 <= num_masked <= num_candidates:
+    num_masked = num_hard + num_soft + num_uniform
+    if keep_first < 0 or min(num_hard, num_soft, num_uniform) < 0 or num_masked > num_candidates:
         raise ValueError(
-            f"select_mask: cannot mask {num_masked} of {num_frames} frames while keeping the first {keep_first} visible"
+            f"select_frames: cannot mask {num_hard} + {num_soft} + {num_uniform} of {num_frames} frames while "
+            f"keeping the first {keep_first} visible"
         )
-    num_hard, num_soft, num_uniform = group_sizes(num_masked, hard_fraction, soft_fraction)
     scores = scores.detach()
     ranked = torch.argsort(scores[:, keep_first:], dim=1, descending=True, stable=True) + keep_first
     hard = _flags(ranked[:, :num_hard], num_frames)
@@ -94,8 +104,8 @@ def select_mask_parts(
     soft_pool = _flags(pool_indices, num_frames)
     soft = torch.zeros_like(hard)
     if num_soft:
-        weights = scores.gather(1, pool_indices).to(torch.float64)
-        weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))
+        floor = scores[:, keep_first:].min(dim=1, keepdim=True).values
+        weights = (scores.gather(1, pool_indices) - floor).to(torch.float64) + 1e-6
         drawn = torch.multinomial(weights, num_soft, replacement=False, generator=generator)
         soft = _flags(pool_indices.gather(1, drawn), num_frames)
 
@@ -105,6 +115,34 @@ def select_mask_parts(
     random_keys = random_keys.masked_fill(unavailable, -1.0)
     uniform = _flags(random_keys.topk(num_uniform, dim=1).indices, num_frames)
     return MaskSelection(mask=hard | soft | uniform, hard=hard, soft=soft, uniform=uniform, soft_pool=soft_pool)
+
+
+def select_mask_parts(
+    scores: torch.Tensor,
+    num_masked: int = 24,  # 37.5 % of 64 frames (SPEC §6.3)
+    hard_fraction: float = 0.0,
+    soft_fraction: float = 0.2,
+    soft_pool_factor: float = 2.0,  # pool size / soft group size; must be > 1 here
+    keep_first: int = 0,  # frames 0 … keep_first − 1 are never masked
+    generator: torch.Generator | None = None,
+) -> MaskSelection:
+    """Score-driven mask of exactly ``num_masked`` frames per row, the hard and soft groups counted as fractions of
+    ``num_masked`` (the pre-release convention, see the module docstring); scores must be non-negative."""
+    if scores.ndim != 2:
+        raise ValueError(f"select_mask: scores must be (B, T), got {tuple(scores.shape)}")
+    if not torch.isfinite(scores).all() or (scores < 0).any():
+        raise ValueError("select_mask: scores must be finite and non-negative")
+    if soft_pool_factor <= 1:
+        raise ValueError(
+            f"select_mask: soft_pool_factor must be > 1 (the pool is larger than the group), got {soft_pool_factor}"
+        )
+    if keep_first < 0 or not 0 <= num_masked <= scores.shape[1] - keep_first:
+        raise ValueError(
+            f"select_mask: cannot mask {num_masked} of {scores.shape[1]} frames while keeping the first {keep_first} "
+            "visible"
+        )
+    num_hard, num_soft, num_uniform = group_sizes(num_masked, hard_fraction, soft_fraction)
+    return select_frames(scores, num_hard, num_soft, num_uniform, soft_pool_factor, keep_first, generator)
 
 
 def select_mask(
@@ -253,3 +291,78 @@ def make_mask(
     if strategy == "random":
         return random_mask(batch_size, num_frames, num_masked, keep_first, generator, device)
     return torch.zeros(batch_size, num_frames, dtype=torch.bool, device=device)
+
+
+def window_group_sizes(
+    num_frames: int, num_masked: int, hard_fraction: float, soft_fraction: float
+) -> tuple[int, int, int]:
+    """(hard, soft, uniform) frame counts for fractions of the WHOLE window (the release): hard =
+    round(hard_fraction · num_frames), soft = round(soft_fraction · num_frames), uniform = the rest of
+    ``num_masked``."""
+    num_hard, num_soft = round(hard_fraction * num_frames), round(soft_fraction * num_frames)
+    if hard_fraction < 0 or soft_fraction < 0 or num_hard + num_soft > num_masked:
+        raise ValueError(
+            f"mask fractions hard={hard_fraction}, soft={soft_fraction} of {num_frames} frames give {num_hard} + "
+            f"{num_soft} score-driven frames; they must be non-negative and at most the {num_masked} masked frames"
+        )
+    return num_hard, num_soft, num_masked - num_hard - num_soft
+
+
+@dataclass(frozen=True)
+class MaskPolicy:
+    """How passes B and C choose their mask (module docstring); fractions are of the whole window.
+
+    ``score_source`` says which (B, T) scores :meth:`select` needs: "sqa" (the EMA copy's SQA frame scores),
+    "loss" (a per-frame loss) or None.
+    """
+
+    strategy: str = "speech_queried"
+    mask_ratio: float = 0.375  # release: 24 of 64 frames
+    hard_schedule: tuple[float, float] = (0.0, 0.2)  # release: hard 0 -> 0.2 of the window over training
+    soft_schedule: tuple[float, float] = (0.2, 0.0)  # release: soft 0.2 -> 0
+    soft_pool_factor: float = 2.0  # soft pool / soft group; 1 = the release (pool = group, a no-op)
+    keep_first: int = 0  # release: 0 (any frame can be masked)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in MASK_STRATEGIES:
+            raise ValueError(f"unknown masking strategy {self.strategy!r}; choose one of {MASK_STRATEGIES}")
+        if not 0.0 <= self.mask_ratio <= 1.0:
+            raise ValueError(f"mask_ratio must lie in [0, 1], got {self.mask_ratio}")
+        if self.soft_pool_factor < 1:
+            raise ValueError(f"soft_pool_factor must be >= 1 (1 = the release's pool), got {self.soft_pool_factor}")
+        if self.keep_first < 0:
+            raise ValueError(f"keep_first must be >= 0, got {self.keep_first}")
+
+    @property
+    def score_source(self) -> str | None:
+        return {"speech_queried": "sqa", "loss_based": "loss"}.get(self.strategy)
+
+    def fractions(self, progress: float) -> tuple[float, float]:
+        """(hard, soft) fractions of the window at training ``progress`` in [0, 1] (0, 0 for "random")."""
+        if self.strategy == "random":
+            return 0.0, 0.0
+        return mask_schedule(progress, *self.hard_schedule, *self.soft_schedule)
+
+    def select(
+        self,
+        batch_size: int,
+        num_frames: int,
+        progress: float,
+        scores: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> MaskSelection | None:
+        """The mask of passes B and C, or None for the strategy "none". ``scores`` (B, T): see ``score_source``."""
+        if self.strategy == "none":
+            return None
+        if self.score_source is not None and (scores is None or tuple(scores.shape) != (batch_size, num_frames)):
+            got = None if scores is None else tuple(scores.shape)
+            raise ValueError(
+                f"masking strategy {self.strategy!r} needs ({self.score_source}) scores of shape "
+                f"{(batch_size, num_frames)}, got {got}"
+            )
+        if scores is None:
+            scores = torch.zeros(batch_size, num_frames, device=device)
+        num_masked = round(self.mask_ratio * num_frames)
+        sizes = window_group_sizes(num_frames, num_masked, *self.fractions(progress))
+        return select_frames(scores, *sizes, self.soft_pool_factor, self.keep_first, generator)
