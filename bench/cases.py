@@ -138,7 +138,14 @@ def _render_cases() -> list[Case]:
             "bench.render:render_rate",
             full=dict(frames=300, panels=1, warmup=1, repeats=3),
             quick=dict(frames=60, panels=1, warmup=1, repeats=2),
-        )
+        ),
+        Case(
+            "render-video",
+            "inference",
+            "bench.render:video_rate",
+            full=dict(frames=300, motions=2, height=512, warmup=1, repeats=3),
+            quick=dict(frames=60, motions=1, height=512, warmup=0, repeats=1),
+        ),
     ]
 
 

@@ -15,7 +15,7 @@ from echomask.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 
-SMOKE_CASES = ("train-vqvae-upper-tiny", "infer-hubert-tiny-random", "render-skeleton", "data-loader-vqvae-upper-w0")
+SMOKE_CASES = ("train-vqvae-upper-tiny", "infer-hubert-tiny-random", "render-skeleton", "render-video", "data-loader-vqvae-upper-w0")
 
 
 def test_summarize_gives_median_and_spread():
@@ -137,6 +137,8 @@ def test_smoke_run_of_the_harness(tmp_path):
     assert hubert["audio_seconds"] == 20.0 and hubert["real_time_factor"]["median"] > 0
     render = summary["cases"]["render-skeleton"]["result"]
     assert render["frames"] == 60 and render["frames_per_second"]["median"] > 0
+    video = summary["cases"]["render-video"]["result"]
+    assert (video["frames"], video["height"]) == (60, 512) and video["frames_per_second"]["median"] > 0
     assert summary["loader_vs_step"][0]["training"] == "train-vqvae-upper-tiny"
     table = (tmp_path / "results.md").read_text()
     assert all(name in table for name in SMOKE_CASES) and table in finished.stdout
