@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 
 from echomask.data.beat2 import MOTION_FPS, read_motion
 from echomask.lit.media import attention_mask_figure
-from echomask.metrics.display import PAPER_HEADER, PAPER_SCALE, format_table, to_paper_scale
+from echomask.metrics.display import PAPER_HEADER, PAPER_SCALE, aligned_columns, format_table, to_paper_scale
 from echomask.metrics.motion_statistics import drift_table, statistics_table
 from echomask.motion.kinematics import Kinematics, build_kinematics
 from echomask.render import render_skeleton_frames
@@ -205,16 +205,6 @@ def _metric_keys(per_sequence: Mapping[str, Mapping[str, float]]) -> list[str]:
     return [key for key in PAPER_SCALE if any(key in values for values in per_sequence.values())]
 
 
-def _aligned(header: list[str], body: list[list[str]]) -> str:
-    """Text columns, each as wide as its widest cell."""
-    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
-
-    def render(cells: list[str]) -> str:
-        return " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
-
-    return "\n".join([render(header), "-+-".join("-" * width for width in widths), *(render(line) for line in body)])
-
-
 def per_sequence_table(result: Mapping, digits: int = 3) -> str:
     """One line per sequence of an evaluation result: its frame count and its metrics at paper scale."""
     per_sequence = result["per_sequence"]
@@ -227,7 +217,7 @@ def per_sequence_table(result: Mapping, digits: int = 3) -> str:
         scaled = to_paper_scale(values)
         cells = [f"{scaled[key]:.{digits}f}" if key in scaled else "–" for key in keys]
         body.append([seq_id, str(values["frames"]), *cells])
-    return _aligned(header, body)
+    return aligned_columns(header, body)
 
 
 def motion_statistics_summary(result: Mapping) -> str:

@@ -52,6 +52,7 @@ from echomask.metrics import (
 )
 from echomask.metrics.beat_consistency import PROTOCOLS
 from echomask.metrics.motion_statistics import aggregate_statistics, compare_motion, distinctness, statistics_table
+from echomask.metrics.token_statistics import aggregate_tokens, compare_tokens, token_table
 from echomask.models.motion_autoencoder import MotionAutoencoder
 from echomask.motion.kinematics import Kinematics
 from echomask.motion.rotations import axis_angle_to_rot6d, matrix_to_rot6d, rot6d_to_matrix
@@ -190,7 +191,8 @@ class ScoredSequence:
 
     ground_truth, generated: ``poses`` (T, 165), ``trans`` (T, 3), ``expressions`` (T, 100), one length T.
     joints: ``(T, 55, 3)`` joints of the generated motion. audio: ``(N,)`` speech at 16 kHz. betas: ``(300,)`` or
-    None. kinematics: the scorer's (for joints of the ground truth).
+    None. kinematics: the scorer's (for joints of the ground truth). tokens: part -> (ground-truth, predicted) stage-1
+    code indices, (L, N) each, when the caller has them (the generator's test loop), else None.
     """
 
     seq_id: str
@@ -200,6 +202,7 @@ class ScoredSequence:
     audio: np.ndarray
     betas: Tensor | None
     kinematics: Kinematics
+    tokens: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
 
 
 class SequenceStatistic(Protocol):
@@ -220,6 +223,29 @@ class SequenceStatistic(Protocol):
 
 def _numpy_motion(motion: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
     return {key: motion[key].detach().cpu().numpy() for key in SMPLX_KEYS}
+
+
+class TokenStatisticsSection:
+    """The report section ``token_statistics`` (:mod:`echomask.metrics.token_statistics`): per part and RVQ layer,
+    the accuracy of the predicted tokens and the code usage of predicted and ground-truth tokens. Needs the
+    sequences' tokens (``MotionScorer.add(..., tokens=...)``)."""
+
+    name = "token_statistics"
+
+    def measure(self, sequence: ScoredSequence) -> dict:
+        if sequence.tokens is None:
+            raise ValueError(
+                f"sequence {sequence.seq_id}: token statistics need its ground-truth and predicted tokens "
+                "(MotionScorer.add(..., tokens=...))"
+            )
+        ground_truth = {part: pair[0] for part, pair in sequence.tokens.items()}
+        return compare_tokens(ground_truth, {part: pair[1] for part, pair in sequence.tokens.items()})
+
+    def summarize(self, per_sequence: Mapping[str, dict]) -> dict:
+        return aggregate_tokens(per_sequence.values())
+
+    def reset(self) -> None:
+        """Keeps nothing between sequences."""
 
 
 class MotionStatisticsSection:
@@ -344,6 +370,7 @@ class MotionScorer:
         generated: Mapping[str, Tensor],
         audio: np.ndarray,
         betas: Tensor | None = None,
+        tokens: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
         **details,
     ) -> dict:
         """Score one sequence; returns (and keeps) its per-sequence values.
@@ -353,6 +380,8 @@ class MotionScorer:
                 length T, on the device of the metrics.
             audio: ``(N,)`` the sequence's speech at 16 kHz (BC's onsets).
             betas: ``(300,)`` body shape of the ground truth (joints and face vertices), or None.
+            tokens: part -> (ground-truth, predicted) stage-1 code indices, (L, N) each (for
+                :class:`TokenStatisticsSection`).
             details: JSON-ready values stored with the sequence (e.g. ``npz``: where the prediction was written).
         """
         frames = {len(motion[key]) for motion in (ground_truth, generated) for key in SMPLX_KEYS}
@@ -370,7 +399,7 @@ class MotionScorer:
             tar = face_signal(self.kinematics, ground_truth, betas)
             face_values = {name: float(metric(rec, tar)) for name, metric in self.face.items()}
             values.update({name: face_values[name] for name in PER_SEQUENCE_FACE})
-        sequence = ScoredSequence(seq_id, ground_truth, generated, joints, audio, betas, self.kinematics)
+        sequence = ScoredSequence(seq_id, ground_truth, generated, joints, audio, betas, self.kinematics, tokens)
         values.update({statistic.name: statistic.measure(sequence) for statistic in self.statistics})
         self.per_sequence[seq_id] = {**values, **details}
         return self.per_sequence[seq_id]
@@ -446,6 +475,10 @@ def format_report(report: Mapping) -> str:
     section = report.get(SECTIONS_KEY, {}).get(MotionStatisticsSection.name)
     if section is not None:
         lines += ["", "motion statistics (pooled over the sequences, frame-weighted):", statistics_table(section)]
+    tokens = report.get(SECTIONS_KEY, {}).get(TokenStatisticsSection.name)
+    if tokens is not None:
+        lines += ["", f"stage-1 tokens, predicted vs ground truth ({tokens['tokens']} per part and layer):",
+                  token_table(tokens)]
     return "\n".join(lines)
 
 

@@ -66,6 +66,16 @@ def to_paper_scale(results: Mapping[str, object]) -> dict[str, object]:
     return scaled
 
 
+def aligned_columns(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """Text columns separated by " | ", each as wide as its widest cell, a rule under the header."""
+    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
+
+    def render(cells: Sequence[str]) -> str:
+        return " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+
+    return "\n".join([render(header), "-+-".join("-" * width for width in widths), *(render(line) for line in body)])
+
+
 def format_table(rows: Sequence[Mapping[str, object]], digits: int = 3) -> str:
     """A paper-style table of raw results, shown at paper scale.
 
@@ -89,12 +99,7 @@ def format_table(rows: Sequence[Mapping[str, object]], digits: int = 3) -> str:
     for row in rows:
         scaled = to_paper_scale(row)
         body.append([str(row["name"]), *(f"{scaled[key]:.{digits}f}" if key in scaled else "–" for key in columns)])
-    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
-
-    def render(cells: list[str]) -> str:
-        return " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
-
-    lines = [render(header), "-+-".join("-" * width for width in widths), *(render(line) for line in body)]
+    lines = [aligned_columns(header, body)]
     for row in rows:
         provenance = [f"{key}={row[key]}" for key in PROVENANCE_KEYS if key in row]
         if provenance:

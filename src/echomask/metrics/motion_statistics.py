@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from echomask.metrics.display import aligned_columns
 from echomask.motion.parts import NUM_EXPRESSIONS, PART_JOINTS, POSE_DIM
 from echomask.motion.rotations import axis_angle_to_matrix, geodesic_distance
 from echomask.motion.skeleton import HAND_JOINTS, JAW_JOINT, LOWER_JOINTS, NUM_JOINTS
@@ -263,10 +264,7 @@ def statistics_table(statistics: Mapping[str, float], digits: int = 4) -> str:
                 f"{ratio:.2f}",
             ]
         )
-    widths = [max(len(row[column]) for row in [header, *body]) for column in range(len(header))]
-    lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *body]]
-    lines.insert(1, "-+-".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return aligned_columns(header, body)
 
 
 def translation_within_target(statistics: Mapping[str, float]) -> bool:
