@@ -126,7 +126,7 @@ class VQVAEModule(KinematicsHolder, pl.LightningModule):
         codebook_rows: str = "random",
         dead_code_count: str = "reset",
         normalize: bool = False,
-        normalize_std_floor: float = 0.01,
+        normalize_std_floor: float = 1.0e-4,
         foot_skate_translation: str = "ground_truth",
         loss_weights: dict[str, float] | None = None,
         lr: float = 1.5e-4,
