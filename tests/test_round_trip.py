@@ -76,8 +76,10 @@ def test_unknown_parts_and_short_sequences_are_rejected():
 @pytest.mark.e2e
 def test_round_trip_command_on_a_trained_checkpoint(stage1_checkpoints, synthetic_corpus, tmp_path, capsys):
     report_path = tmp_path / "round_trip.json"
-    arguments = ["round-trip", str(stage1_checkpoints["upper"]), str(stage1_checkpoints["face"]),
-                 "--data-root", str(synthetic_corpus), "--cache-dir", str(tmp_path / "cache"), "--json", str(report_path)]
+    arguments = [
+        "round-trip", str(stage1_checkpoints["upper"]), str(stage1_checkpoints["face"]),
+        "--data-root", str(synthetic_corpus), "--cache-dir", str(tmp_path / "cache"), "--json", str(report_path),
+    ]
     assert echomask_main(arguments) == 0
     printed = capsys.readouterr().out
     assert "arms_speed" in printed and "expression_std" in printed and "perplexity" in printed

@@ -92,7 +92,7 @@ def round_trip(tokenizers: Mapping[str, RVQVAE], sequences: Iterable[Mapping[str
     if not per_sequence:
         raise ValueError("round_trip: no sequences")
     codes = {
-        part: {f"layer_{layer}": code_usage(layer_indices.numpy()) for layer, layer_indices in enumerate(torch.cat(chunks).T)}
+        part: {f"layer_{number}": code_usage(layer.numpy()) for number, layer in enumerate(torch.cat(chunks).T)}
         for part, chunks in indices.items()
     }
     return {
@@ -110,7 +110,12 @@ def round_trip_table(report: Mapping) -> str:
     statistics = aligned_columns(
         ["part", "statistic", "GT", "round trip", "round trip / GT"],
         [
-            [part, name, f"{motion[f'{name}_gt']:.4f}", f"{motion[f'{name}_pred']:.4f}", f"{motion[f'{name}_ratio']:.2f}"]
+            [
+                part,
+                name,
+                *(f"{motion[f'{name}_{side}']:.4f}" for side in ("gt", "pred")),
+                f"{motion[f'{name}_ratio']:.2f}",
+            ]
             for part in report["codes"]
             for name in PART_STATISTICS[part]
         ],
@@ -172,7 +177,9 @@ def round_trip_command(options: argparse.Namespace) -> int:
         stage1_checkpoint(part) for part in PART_NAMES if Path(stage1_checkpoint(part)).is_file()
     ]
     if not paths:
-        raise FileNotFoundError("no stage-1 checkpoints given and none at the stage table's paths; run `make train-vqvae`")
+        raise FileNotFoundError(
+            "no stage-1 checkpoints given and none at the stage table's paths; run `make train-vqvae`"
+        )
     tokenizers: dict[str, RVQVAE] = {}
     for path in paths:
         part, tokenizer = load_tokenizer(path)

@@ -163,15 +163,17 @@ class VQVAEModule(KinematicsHolder, pl.LightningModule):
         training windows (read in order from the datamodule's training set: no random state is used)."""
         datamodule = self.trainer.datamodule
         if datamodule is None:
-            raise ValueError("VQVAEModule(normalize=True) needs a datamodule: it computes the input statistics from its training set")
+            raise ValueError(
+                "VQVAEModule(normalize=True) needs a datamodule: it computes the input statistics from its training set"
+            )
         dataset = datamodule.train_dataloader().dataset
-        frames = torch.cat(
-            [self.part_stream({key: dataset[index][key] for key in ("motion", "expressions")}) for index in range(len(dataset))]
-        ).to(torch.float64)
+        windows = (dataset[index] for index in range(len(dataset)))
+        frames = torch.cat([self.part_stream(window) for window in windows]).to(torch.float64)
         mean, std = frames.mean(dim=0), frames.std(dim=0, correction=0).clamp_min(self.hparams.normalize_std_floor)
         self.model.set_normalization(mean.to(self.model.input_mean), std.to(self.model.input_std))
         logger.info(
-            "stage 1 %s: input normalisation from %d training frames; std median %.4f, %d of %d features at the floor %g",
+            "stage 1 %s: input normalisation from %d training frames; std median %.4f, %d of %d features at the "
+            "floor %g",
             self.part, len(frames), float(frames.std(dim=0).median()),
             int((std == self.hparams.normalize_std_floor).sum()), len(std), self.hparams.normalize_std_floor,
         )

@@ -221,7 +221,8 @@ class RVQVAE(nn.Module):
             raise ValueError("set_normalization: this RVQVAE was built with normalize=False")
         if mean.shape != (self.input_dim,) or std.shape != (self.input_dim,):
             raise ValueError(
-                f"set_normalization: mean and std must be ({self.input_dim},), got {tuple(mean.shape)}, {tuple(std.shape)}"
+                f"set_normalization: mean and std must be ({self.input_dim},), "
+                f"got {tuple(mean.shape)}, {tuple(std.shape)}"
             )
         if not (std > 0).all():
             raise ValueError("set_normalization: every std must be positive (floor it)")
