@@ -26,6 +26,8 @@ from echomask.lit.quiet_trainer import quiet_trainer
 from echomask.models.masking import MASK_STRATEGIES
 from echomask.motion.parts import WHOLE_BODY_DIM
 
+TINY_SIZE = "tiny"
+
 WINDOW_ITEMS = ["motion", "expressions", "speaker", "audio_low", "audio_high", "audio"]
 TEST_ITEMS = ["motion", "expressions", "joints", "betas", "audio", "audio_low", "audio_high", "speaker", "id"]
 TINY_GENERATOR = dict(
@@ -305,3 +307,60 @@ def test_two_process_ddp_fit_and_test_on_cpu(workspace, tmp_path):
     assert report["num_sequences"] == len(datamodule.cache.sequences(["test"])) == 2
     assert all("bc" in values for values in report["per_sequence"].values())
     assert all(np.isfinite(value) for value in report["metrics"].values())
+
+
+# ----------------------------------------------------------------------------------------- the CLI per config, resume
+
+
+def cli_fit(generator_fit, workdir: Path, *options: str) -> dict:
+    """`echomask fit` with the session's tiny-config options (logs under `workdir`); the saved last.ckpt."""
+    from echomask.cli import main
+
+    arguments = [*generator_fit.options, "--trainer.logger.init_args.save_dir", str(workdir), *options]
+    assert main(["fit", *arguments]) == 0
+    return torch.load(workdir / "generator" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+@pytest.mark.e2e
+def test_fast_dev_run_through_the_cli_with_the_paper_sizes(generator_fit, tmp_path):
+    """experiments/generator.yaml without the demo overlay (the released network's sizes, batch 2) for one
+    training and one validation step; stage 1 and the speech size stay the session's tiny ones."""
+    from echomask.cli import main
+    from echomask.stages import STAGES
+
+    paper = STAGES["generator"].config_arguments("paper")
+    tiny = STAGES["generator"].config_arguments(TINY_SIZE)
+    session_options = generator_fit.options[len(tiny) :]
+    speech = ["--data.speech", json.dumps(fitted_speech(generator_fit.checkpoint).as_dict())]
+    arguments = [*paper, *session_options, *speech, "--data.batch_size", "2", "--trainer.fast_dev_run", "true"]
+    assert main(["fit", *arguments, "--trainer.logger.init_args.save_dir", str(tmp_path)]) == 0
+
+
+def test_a_resumed_run_continues_exactly_like_an_uninterrupted_run(generator_fit, tmp_path, monkeypatch):
+    """2 of 4 epochs, stop, resume to 4 == 4 epochs in one go: every parameter, the EMA copy and Adam's moments
+    bit for bit (the masks draw random numbers; the schedule reads the same total length in both runs)."""
+    options = (
+        "--trainer.max_epochs", "4",
+        "--trainer.limit_train_batches", "2",
+        "--trainer.limit_val_batches", "0",
+        "--trainer.num_sanity_val_steps", "0",
+    )  # fmt: skip
+    uninterrupted = cli_fit(generator_fit, tmp_path / "uninterrupted", *options)
+
+    def stop_after_two_epochs(module):
+        module.trainer.should_stop = module.current_epoch >= 1
+
+    with monkeypatch.context() as patch:
+        patch.setattr(GeneratorModule, "on_train_epoch_end", stop_after_two_epochs, raising=False)
+        first_half = cli_fit(generator_fit, tmp_path / "first_half", *options)
+    assert first_half["global_step"] == 4
+    saved = tmp_path / "first_half" / "generator" / "checkpoints" / "last.ckpt"
+    resumed = cli_fit(generator_fit, tmp_path / "resumed", *options, "--ckpt_path", str(saved))
+    assert resumed["global_step"] == uninterrupted["global_step"] == 8
+    for name, value in uninterrupted["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], value), name
+    for index, moments in uninterrupted["optimizer_states"][0]["state"].items():
+        for key, value in moments.items():
+            assert torch.equal(resumed["optimizer_states"][0]["state"][index][key], value), (index, key)
+    mask_embedding = "synthesizer.generator.mask_embedding"
+    assert not torch.equal(first_half["state_dict"][mask_embedding], uninterrupted["state_dict"][mask_embedding])
