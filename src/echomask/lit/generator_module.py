@@ -56,7 +56,7 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
         generator: `MaskedGenerator` sizes and switches (its defaults = the release for keys left out); the token
             layout, code/speech size, motion size and number of speakers follow from stage 1 and the arguments
             below. A later config replaces the whole dict.
-        num_speakers: speaker embeddings (the data gives BEAT2 id − 1).
+        num_speakers: speaker embeddings (the data gives BEAT2 id − 1; the release: 25, BEAT2 English).
         masking, mask_ratio, hard_schedule, soft_schedule, soft_pool_factor, keep_first: the mask of passes B and C
             (`MaskPolicy`; strategy "speech_queried", "random", "loss_based" or "none").
         ema_decay: decay of the EMA copy that scores frames (SPEC §6.3: 0.9999).
@@ -86,7 +86,7 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
     def __init__(
         self,
         generator: dict[str, int | float | bool | str | None] | None = None,
-        num_speakers: int = 30,
+        num_speakers: int = 25,
         masking: str = "speech_queried",
         mask_ratio: float = 0.375,
         hard_schedule: tuple[float, float] = (0.0, 0.2),
