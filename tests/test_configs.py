@@ -152,3 +152,11 @@ def test_the_release_option_composes_with_the_release_rules(part, tmp_path, monk
     assert model.model.quantizer.quantizer_dropout == 0.0
     with pytest.raises(ValueError, match="has no option 'fast'"):
         stage(part).config_files(options=("fast",))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_single_layer_option_gives_one_quantizer(size, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for part in PART_NAMES:
+        arguments = stage(part).config_arguments(size, root=REPO, options=("single_layer",))
+        assert compose(arguments, instantiate=False).config.model.init_args.num_quantizers == 1

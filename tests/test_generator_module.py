@@ -24,7 +24,7 @@ from echomask.lightning_cli import compose
 from echomask.lit.generator_module import GeneratorModule
 from echomask.lit.quiet_trainer import quiet_trainer
 from echomask.models.masking import MASK_STRATEGIES
-from echomask.motion.parts import WHOLE_BODY_DIM
+from echomask.motion.parts import PART_NAMES, WHOLE_BODY_DIM
 
 TINY_SIZE = "tiny"
 
@@ -364,3 +364,41 @@ def test_a_resumed_run_continues_exactly_like_an_uninterrupted_run(generator_fit
             assert torch.equal(resumed["optimizer_states"][0]["state"][index][key], value), (index, key)
     mask_embedding = "synthesizer.generator.mask_embedding"
     assert not torch.equal(first_half["state_dict"][mask_embedding], uninterrupted["state_dict"][mask_embedding])
+
+
+# ----------------------------------------------------------------------------------------- the paper's ablation axes
+
+
+@pytest.mark.parametrize("switch", [{"speech_injection": False}, {"mam_speech_levels": "low"}, {"mam_speech_levels": "high"}])
+def test_network_ablation_switches_train_from_the_generator_dict(workspace, tmp_path, switch):
+    pl.seed_everything(0)
+    module = make_module(workspace, tmp_path, generator={**TINY_GENERATOR, **switch})
+    assert module.generator.speech_injection == switch.get("speech_injection", True)
+    assert module.generator.mam.speech_levels == switch.get("mam_speech_levels", "both")
+    result = module.compute_losses(window_batch(workspace), progress=0.5)
+    assert torch.isfinite(result.loss)
+    without_injection = switch.get("speech_injection") is False  # pass C = pass B (dropout 0)
+    assert torch.equal(result.terms["B/loss"], result.terms["C/loss"]) == without_injection
+
+
+def test_a_single_quantizer_layer_stage1_gives_a_one_layer_generator(workspace, tmp_path):
+    """The stage-1 option `single_layer` (experiments/vqvae/single_layer.yaml): one RVQ layer per part, so the
+    generator predicts one code per token; it trains and generates."""
+    from echomask.lit.stage1_loading import read_stage1
+
+    architectures, _ = read_stage1({name: str(path) for name, path in workspace["stage1"].items()})
+    for part in PART_NAMES:
+        architectures[part] = {**architectures[part], "num_quantizers": 1}
+    pl.seed_everything(0)
+    module = make_module(workspace, tmp_path, stage1_hparams=architectures)
+    assert module.generator.num_rvq_layers == 1
+    datamodule = make_datamodule(workspace)
+    trainer = one_step_trainer(tmp_path)
+    trainer.fit(module, datamodule=datamodule)
+    assert torch.isfinite(trainer.logged_metrics["train/loss_step"]) and "train/A/accuracy_l1_step" not in trainer.logged_metrics
+    datamodule.setup("test")
+    sequence = datamodule.test_dataloader().dataset[0]
+    arrays, scores = module.eval().generate_sequence(
+        *(sequence[name] for name in ("motion", "expressions", "speaker", "audio_low", "audio_high"))
+    )
+    assert arrays["poses"].shape == (sequence["motion"].shape[0], 165) and np.isfinite(arrays["poses"]).all()
