@@ -85,6 +85,7 @@ def speech(num_frames: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def generate(synthesizer: MotionSynthesizer, num_frames: int, **options) -> dict:
     low, high = speech(num_frames)
     seed_motion, seed_expressions = neutral_seed()
+    options = {"scores": True, **options}
     return synthesizer.generate(low, high, torch.tensor([1]), seed_motion, seed_expressions, **options)
 
 
@@ -173,7 +174,7 @@ def recorded(request):
     low, high = speech(num_frames, seed=4)
     seed_motion, seed_expressions = neutral_seed(height=1.1)
     seed_motion[..., 330] = 0.3  # a start x the translation must keep
-    output = synthesizer.generate(low, high, torch.tensor([2]), seed_motion, seed_expressions)
+    output = synthesizer.generate(low, high, torch.tensor([2]), seed_motion, seed_expressions, scores=True)
     return SimpleNamespace(
         synthesizer=synthesizer, calls=synthesizer.generator.calls, output=output, low=low, high=high, seed=seed_motion
     )

@@ -101,6 +101,7 @@ def generate_from_audio(
         temperature=temperature,
         top_k=top_k,
         progress=progress,
+        scores=True,  # written as <stem>_sqa.npz
     )
     generation_seconds = time.perf_counter() - started
 

@@ -343,7 +343,7 @@ class MotionSynthesizer(nn.Module):
         top_k: int | None = None,
         progress: bool = False,
         rng: torch.Generator | None = None,
-        scores: bool = True,
+        scores: bool = False,
     ) -> dict[str, torch.Tensor | dict[str, torch.Tensor] | None]:
         """Motion for a whole sequence of speech features (SPEC §6.6).
 

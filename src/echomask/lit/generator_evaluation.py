@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from einops import rearrange
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torchmetrics import Metric
 
 from echomask.data.beat2 import AUDIO_SAMPLE_RATE, read_audio_checked
 from echomask.data.datamodule import BEAT2DataModule
-from echomask.inference import TRANS_COLUMNS, motion_to_smplx, write_smplx_npz
+from echomask.inference import START_XZ_COLUMNS, TRANS_COLUMNS, motion_to_smplx, write_smplx_npz
 from echomask.lit.media import attention_mask_figure, log_figure, log_skeleton_clip, tensorboard
 from echomask.metrics import FrechetGestureDistance, L1Diversity
 from echomask.motion.parts import ROT6D_DIM
@@ -93,13 +94,38 @@ class GeneratorEvaluation:
 
     # ---------------------------------------------------------------------------------- validation
 
+    def metrics_epoch(self) -> bool:
+        """Whether this validation epoch runs the monitors: every `metrics_every_n_epochs`, always in `validate`,
+        never in the sanity check."""
+        trainer = self.module.trainer
+        if trainer.sanity_checking:
+            return False
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            return True
+        return (self.module.current_epoch + 1) % self.module.hparams.metrics_every_n_epochs == 0
+
+    @torch.no_grad()
+    def generate_windows(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Pass-A generations of a batch of windows seeded with their first ground-truth frames (like inference
+        window 0), decoded by stage 1: (B, T, 337) motion, (B, T, 100) expressions."""
+        hparams, synthesizer, motion = self.module.hparams, self.module.synthesizer, batch["motion"]
+        indices, _ = synthesizer.predict_window(
+            motion[:, : hparams.seed_frames],
+            batch["speaker"],
+            batch["audio_low"],
+            batch["audio_high"],
+            temperature=hparams.temperature,
+            top_k=hparams.top_k,
+        )
+        return synthesizer.decode(indices, motion[:, 0, START_XZ_COLUMNS])
+
     def _monitors(self) -> dict[str, Metric]:
         for metric in self.monitors.values():
             metric.to(self.module.device)
         return self.monitors
 
     def update_monitors(self, batch: Mapping[str, Tensor]) -> None:
-        generated, _ = self.module.generate_windows(batch)
+        generated, _ = self.generate_windows(batch)
         monitors = self._monitors()
         if "fgd" in monitors:
             monitors["fgd"].update(batch["motion"][..., ROTATION_COLUMNS], real=True)
@@ -136,7 +162,7 @@ class GeneratorEvaluation:
         )
         frames = module.hparams.render_frames
         if frames > 0:
-            generated, _ = module.generate_windows(first)
+            generated, _ = self.generate_windows(first)
             clips = [self.joints(first["motion"])[0, :frames], self.joints(generated)[0, :frames]]
             log_skeleton_clip(module, "val/clip", clips, ["GT", "generated (pass A)"])
 

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from echomask.audio.speech_settings import SpeechSettings
 from echomask.data.datamodule import BEAT2DataModule
-from echomask.inference import SEED_RULES, START_XZ_COLUMNS, MotionSynthesizer, motion_to_smplx
+from echomask.inference import SEED_RULES, MotionSynthesizer, motion_to_smplx
 from echomask.lit.ema import EMA
 from echomask.lit.generator_evaluation import FGD_AUTO, GeneratorEvaluation
 from echomask.lit.generator_objective import GeneratorBatch, GeneratorObjective, LossWeights, ObjectiveResult
@@ -282,40 +282,16 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
 
     # ---------------------------------------------------------------------------------- validation
 
-    def _metrics_epoch(self) -> bool:
-        """Whether this validation epoch runs the monitors: every `metrics_every_n_epochs`, always in `validate`,
-        never in the sanity check."""
-        if self.trainer.sanity_checking:
-            return False
-        if self.trainer.state.fn == TrainerFn.VALIDATING:
-            return True
-        return (self.current_epoch + 1) % self.hparams.metrics_every_n_epochs == 0
-
-    @torch.no_grad()
-    def generate_windows(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Pass-A generations of a batch of windows seeded with their first ground-truth frames (like inference
-        window 0), decoded by stage 1: (B, T, 337) motion, (B, T, 100) expressions."""
-        motion = batch["motion"]
-        indices, _ = self.synthesizer.predict_window(
-            motion[:, : self.hparams.seed_frames],
-            batch["speaker"],
-            batch["audio_low"],
-            batch["audio_high"],
-            temperature=self.hparams.temperature,
-            top_k=self.hparams.top_k,
-        )
-        return self.synthesizer.decode(indices, motion[:, 0, START_XZ_COLUMNS])
-
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         result = self.compute_losses(batch, self.schedule_progress())
         self._log_step("val", result, len(batch["motion"]))
         if batch_idx == 0:
             self.evaluation.log_media(batch, None if result.selection is None else result.selection.mask)
-        if self._metrics_epoch():
+        if self.evaluation.metrics_epoch():
             self.evaluation.update_monitors(batch)
 
     def on_validation_epoch_end(self) -> None:
-        if self._metrics_epoch():
+        if self.evaluation.metrics_epoch():
             self.evaluation.log_monitors()
 
     # ---------------------------------------------------------------------------------- test
