@@ -6,7 +6,9 @@
 Steps (run from the repository root: the configs name the stage-1 checkpoints relative to it):
 1. for every seed, train the tiny generator (the stage table's generator configs at the tiny size) twice,
    with ``masking: speech_queried`` and ``masking: random``, same seed and budget, into
-   ``<out>/seed<seed>/<masking>/``;
+   ``<out>/seed<seed>/<masking>/``; the generator is the released network and its mask the release's (hard and
+   soft groups as fractions of the whole 64-frame window: about 13 score-driven frames of the 24 masked, issue 15
+   U3); the paper's other ablation axes are switches of the configs (README "Stage 2");
 2. generate the test split with each model (``GeneratorModule.generate_sequence``, as the test loop does), plus a
    shuffled-audio control: the speech-queried model driven by ANOTHER test sequence's speech features (cropped or
    repeated to the length), seeded with the ground truth's first 4 frames;

@@ -39,7 +39,8 @@ def workspace_options(workspace, batch_size: int | None = None, num_workers: int
 def stage1_architectures(size: str) -> dict[str, dict]:
     """What `GeneratorModule(stage1_hparams=...)` takes: the stage-1 architectures of the `size` configs
     (randomly initialised models are built from them; no checkpoint is read)."""
-    from echomask.lit.generator_module import rvqvae_arguments, translation_arguments
+    from echomask.lit.translation_module import translation_arguments
+    from echomask.lit.vqvae_module import rvqvae_arguments
 
     architectures = {}
     for name in STAGE1_MODELS:

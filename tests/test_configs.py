@@ -158,3 +158,11 @@ def test_the_release_option_composes_with_the_release_rules(part, tmp_path, monk
 def test_stage1_input_normalisation_is_off_at_paper_size_and_on_in_the_demo_except_for_the_face(built, part):
     assert built(part, "paper").model.model.normalize is False  # the release
     assert built(part, "tiny").model.model.normalize is (part != "face")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_single_layer_option_gives_one_quantizer(size, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for part in PART_NAMES:
+        arguments = stage(part).config_arguments(size, root=REPO, options=("single_layer",))
+        assert compose(arguments, instantiate=False).config.model.init_args.num_quantizers == 1

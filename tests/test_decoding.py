@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from echomask.models.decoding import (
+    Decoding,
     choose_codes,
     iterative_decoding,
     keep_least_confident,
@@ -85,7 +86,7 @@ def test_iterative_decoding_fixes_confident_tokens_first_and_shows_them():
     window = torch.full((1, 24, 3), -5.0)
     fake = FakeGenerator(confidence)
     indices, frame_masks = iterative_decoding(
-        window, masked, torch.full((3,), 99.0), fake, decode_as_code_number, steps=3
+        window, masked, torch.full((3,), 99.0), fake, decode_as_code_number, Decoding(steps=3)
     )
     masked_tokens = [mask[0, ::4].tolist() for mask in frame_masks]
     assert sum(masked_tokens[0]) == 5 and sum(masked_tokens[1]) == 4 and sum(masked_tokens[2]) == 2  # 5, ⌊5cos30°⌋, ⌊5cos60°⌋
@@ -103,7 +104,7 @@ def test_one_step_is_one_argmax_pass():
     masked = torch.tensor([[False, True, True, True]] * 2)
     fake = FakeGenerator(confidence)
     indices, frame_masks = iterative_decoding(
-        torch.zeros(2, 16, 3), masked, torch.zeros(3), fake, decode_as_code_number, steps=1
+        torch.zeros(2, 16, 3), masked, torch.zeros(3), fake, decode_as_code_number, Decoding(steps=1)
     )
     assert len(fake.shown) == 1 and len(frame_masks) == 1
     assert indices["upper"].eq(1).all()
@@ -112,4 +113,10 @@ def test_one_step_is_one_argmax_pass():
 def test_rows_must_mask_the_same_number_of_tokens():
     masked = torch.tensor([[False, True], [True, True]])
     with pytest.raises(ValueError, match="same number"):
-        iterative_decoding(torch.zeros(2, 8, 3), masked, torch.zeros(3), None, None, steps=2)
+        iterative_decoding(torch.zeros(2, 8, 3), masked, torch.zeros(3), None, None, Decoding(steps=2))
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": -0.5}, {"top_k": 0}, {"steps": 0}])
+def test_bad_decoding_settings_are_named(kwargs):
+    with pytest.raises(ValueError, match="decoding"):
+        Decoding(**kwargs)

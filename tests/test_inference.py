@@ -17,8 +17,10 @@ from echomask.inference import (
     write_smplx_npz,
 )
 from echomask.models.conv_vqvae import RVQVAE
-from echomask.models.generator import EchoMaskGenerator
+from echomask.models.decoding import Decoding
+from echomask.models.masked_generator import MaskedGenerator
 from echomask.models.masking import seed_mask
+from echomask.models.speech_queried_attention import SQA_QUERY_PARTS
 from echomask.models.translation import TranslationModel
 from echomask.motion.kinematics import build_kinematics
 from echomask.motion.parts import PART_DIMS, PART_NAMES, whole_body_to_parts
@@ -29,27 +31,34 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="../shared not present")
 SAMPLE = SHARED / "beat2_sample" / "beat_english_v2.0.0" / "smplxflame_30" / "2_scott_0_1_1.npz"
 
-SPEECH_DIM = 32
+SPEECH_DIM = 32  # = CODE_DIM: the generator's latent size is both
 LAYERS = 2
 CODES = 16
 CODE_DIM = 32
 TINY_GENERATOR = dict(
     num_speakers=3,
-    speech_dim=SPEECH_DIM,
     latent_dim=CODE_DIM,
     hidden_dim=64,
     hidden_heads=2,
+    hidden_feedforward=64,
     encoder_width=32,
     encoder_blocks=1,
     face_decoder_layers=1,
     num_rvq_layers=LAYERS,
     codebook_size=CODES,
+    fusion_heads=2,
+    fusion_feedforward=64,
+    base_classifier_hidden=32,
+    classifier_hidden=32,
     cascade_layers=1,
-    latent_heads=2,
+    cascade_heads=2,
+    cascade_feedforward=64,
     mam_heads=2,
+    mam_feedforward=64,
     mam_layers_per_block=1,
     sqa_layers=2,
     sqa_heads=2,
+    sqa_feedforward=64,
     dropout=0.0,
 )
 TINY_VQVAE = dict(
@@ -57,7 +66,7 @@ TINY_VQVAE = dict(
 )
 
 
-def tiny_synthesizer(generator_class=EchoMaskGenerator, seed: int = 0, **window_settings) -> MotionSynthesizer:
+def tiny_synthesizer(generator_class=MaskedGenerator, seed: int = 0, **window_settings) -> MotionSynthesizer:
     torch.manual_seed(seed)
     vqvaes = nn.ModuleDict({part: RVQVAE(PART_DIMS[part], **TINY_VQVAE) for part in PART_NAMES})
     translation = TranslationModel(width=32, layers=2)
@@ -77,6 +86,7 @@ def speech(num_frames: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def generate(synthesizer: MotionSynthesizer, num_frames: int, **options) -> dict:
     low, high = speech(num_frames)
     seed_motion, seed_expressions = neutral_seed()
+    options = {"scores": True, **options}
     return synthesizer.generate(low, high, torch.tensor([1]), seed_motion, seed_expressions, **options)
 
 
@@ -127,24 +137,24 @@ def test_stage1_models_must_match_the_generator():
     torch.manual_seed(0)
     vqvaes = nn.ModuleDict({part: RVQVAE(PART_DIMS[part], **{**TINY_VQVAE, "code_dim": 16}) for part in PART_NAMES})
     with pytest.raises(ValueError, match="code_dim 16 vs generator 32"):
-        MotionSynthesizer(EchoMaskGenerator(**TINY_GENERATOR), vqvaes, TranslationModel(width=32))
+        MotionSynthesizer(MaskedGenerator(**TINY_GENERATOR), vqvaes, TranslationModel(width=32))
     with pytest.raises(ValueError, match="must hold exactly"):
         MotionSynthesizer(
-            EchoMaskGenerator(**TINY_GENERATOR), nn.ModuleDict({"face": vqvaes["face"]}), TranslationModel(width=32)
+            MaskedGenerator(**TINY_GENERATOR), nn.ModuleDict({"face": vqvaes["face"]}), TranslationModel(width=32)
         )
 
 
 # ---------------------------------------------------------------------- stitching and seeding (recording generator)
 
 
-class RecordingGenerator(EchoMaskGenerator):
-    """Returns known indices for every window and records what each call saw."""
+class RecordingGenerator(MaskedGenerator):
+    """Its inference returns logits whose argmax are known indices for every window, and records what each call saw."""
 
     def __init__(self, **settings):
         super().__init__(**settings)
         self.calls = []
 
-    def forward(self, motion, mask, speaker, low, high, injection=None, **unused):
+    def infer(self, motion, mask, speaker, low, high, stack_parts=True):
         window = len(self.calls)
         num_tokens = motion.shape[1] // self.frames_per_token
         token = torch.arange(num_tokens).reshape(1, num_tokens, 1)
@@ -153,19 +163,19 @@ class RecordingGenerator(EchoMaskGenerator):
             part: (5 * window + token + 3 * layer + part_number) % self.codebook_size
             for part_number, part in enumerate(PART_NAMES)
         }
-        seen = dict(motion=motion.clone(), mask=mask.clone(), low=low.clone(), high=high.clone(), injection=injection)
-        self.calls.append(dict(seen, indices=indices))
-        return SimpleNamespace(indices=indices)
+        self.calls.append(dict(motion=motion.clone(), mask=mask.clone(), low=low.clone(), high=high.clone(), indices=indices))
+        logits = {part: nn.functional.one_hot(value, self.codebook_size).float() for part, value in indices.items()}
+        return SimpleNamespace(logits=logits)
 
 
 @pytest.fixture(scope="module")
-def recorded():
-    synthesizer = tiny_synthesizer(RecordingGenerator)
+def recorded(request):
+    synthesizer = tiny_synthesizer(RecordingGenerator, seed_rule=getattr(request, "param", "echomask"))
     num_frames = 150  # 3 windows, padded to 184 frames
     low, high = speech(num_frames, seed=4)
     seed_motion, seed_expressions = neutral_seed(height=1.1)
     seed_motion[..., 330] = 0.3  # a start x the translation must keep
-    output = synthesizer.generate(low, high, torch.tensor([2]), seed_motion, seed_expressions)
+    output = synthesizer.generate(low, high, torch.tensor([2]), seed_motion, seed_expressions, scores=True)
     return SimpleNamespace(
         synthesizer=synthesizer, calls=synthesizer.generator.calls, output=output, low=low, high=high, seed=seed_motion
     )
@@ -200,7 +210,21 @@ def test_later_windows_are_seeded_by_the_previous_windows_last_decoded_frames(re
         assert torch.equal(call["motion"][:, :4], decoded[:, -4:])
 
 
-def test_every_window_masks_all_but_the_seed_and_sqa_sees_the_same_window(recorded):
+@pytest.mark.parametrize("recorded", ["release"], indirect=True)
+def test_the_release_seed_rule_seeds_from_upper_hands_lower_with_identity_jaw(recorded):
+    synthesizer, calls = recorded.synthesizer, recorded.calls
+    for previous, call in zip(calls, calls[1:]):
+        parts = {part: synthesizer.vqvaes[part].decode(previous["indices"][part]) for part in PART_NAMES}
+        seed = call["motion"][0, :4]
+        rot6d = seed[:, :330].reshape(4, NUM_JOINTS, 6)
+        identity = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+        assert torch.equal(rot6d[:, 22], identity.expand(4, 6))  # the jaw
+        assert torch.equal(rot6d[:, list(EYE_JOINTS)], identity.expand(4, 2, 6))
+        assert torch.equal(rot6d[:, 0], parts["lower"][0, -4:, :6])
+        assert torch.equal(seed[:, 330:], parts["lower"][0, -4:, 54:])  # translation and contact of the lower stream
+
+
+def test_every_window_masks_all_but_the_seed_and_sqa_scores_the_same_window(recorded):
     generator = recorded.synthesizer.generator
     padded_low = torch.cat([recorded.low, recorded.low[:, -1:].expand(1, 184 - 150, SPEECH_DIM)], dim=1)
     padded_high = torch.cat([recorded.high, recorded.high[:, -1:].expand(1, 184 - 150, SPEECH_DIM)], dim=1)
@@ -212,12 +236,16 @@ def test_every_window_masks_all_but_the_seed_and_sqa_sees_the_same_window(record
         assert torch.equal(call["low"], padded_low[:, frames])
         assert torch.equal(call["high"], padded_high[:, frames])
         with torch.no_grad():
-            speech_features = generator.mam.speech_features(call["low"], call["high"])
-            expected = generator.sqa(call["motion"], torch.tensor([2]), speech_features)
-        torch.testing.assert_close(call["injection"], expected.injection)
-        window_scores.append(expected.scores if window == 0 else expected.scores[:, 4:])
+            speech_features = generator.mam.speech_features(call["low"], call["high"], SQA_QUERY_PARTS)
+            expected = generator.frame_scores(call["motion"], torch.tensor([2]), speech_features)
+        window_scores.append(expected if window == 0 else expected[:, 4:])
     # the frame scores are stitched like the tokens: all of window 0, then each later window without its seed frames
     torch.testing.assert_close(recorded.output["scores"], torch.cat(window_scores, dim=1)[:, :150])
+
+
+def test_without_scores_generation_is_the_same(synthesizer):
+    with_scores, without = generate(synthesizer, 70), generate(synthesizer, 70, scores=False)
+    assert without["scores"] is None and torch.equal(with_scores["motion"], without["motion"])
 
 
 # ---------------------------------------------------------------------- determinism and sampling
@@ -227,16 +255,34 @@ def test_argmax_is_deterministic_and_sampling_follows_the_random_generator(synth
     first, second = generate(synthesizer, 70), generate(synthesizer, 70, progress=True)
     assert torch.equal(first["motion"], second["motion"])
     sampled = [
-        generate(synthesizer, 70, temperature=1.0, rng=torch.Generator().manual_seed(seed))["indices"]
+        generate(synthesizer, 70, decoding=Decoding(temperature=1.0), rng=torch.Generator().manual_seed(seed))["indices"]
         for seed in (0, 0, 1)
     ]
     for part in PART_NAMES:
         assert torch.equal(sampled[0][part], sampled[1][part])
     assert any(not torch.equal(sampled[0][part], sampled[2][part]) for part in PART_NAMES)
     assert any(not torch.equal(sampled[0][part], first["indices"][part]) for part in PART_NAMES)
-    top_1 = generate(synthesizer, 70, temperature=1.0, top_k=1, rng=torch.Generator().manual_seed(1))["indices"]
+    top_1 = generate(synthesizer, 70, decoding=Decoding(temperature=1.0, top_k=1), rng=torch.Generator().manual_seed(1))["indices"]
     for part in PART_NAMES:
         assert torch.equal(top_1[part], first["indices"][part])
+
+
+def test_iterative_decoding_runs_its_passes_per_window(synthesizer, monkeypatch):
+    calls = []
+    infer = synthesizer.generator.infer
+    monkeypatch.setattr(synthesizer.generator, "infer", lambda *args: calls.append(args[1].clone()) or infer(*args))
+    argmax = generate(synthesizer, 70)
+    assert len(calls) == 2  # 70 frames: two windows, one pass each
+    calls.clear()
+    one_step = generate(synthesizer, 70, decoding=Decoding(steps=1))
+    assert torch.equal(one_step["motion"], argmax["motion"])
+    calls.clear()
+    iterative = generate(synthesizer, 70, decoding=Decoding(steps=3))
+    assert len(calls) == 6
+    masked_frames = [int(mask[0].sum()) for mask in calls[:3]]
+    assert masked_frames[0] == 60 and masked_frames[0] > masked_frames[1] > masked_frames[2] > 0
+    assert iterative["motion"].shape == argmax["motion"].shape and torch.isfinite(iterative["motion"]).all()
+    assert torch.equal(generate(synthesizer, 70, decoding=Decoding(steps=3))["motion"], iterative["motion"])
 
 
 def test_stage1_models_stay_frozen_in_training_mode(synthesizer):
@@ -270,7 +316,7 @@ def test_encode_targets_and_code_lookup_use_the_frozen_rvq(synthesizer):
         assert indices.shape == (2, 8, LAYERS) and codes.shape == (LAYERS, 2, 8, CODE_DIM)
         assert torch.equal(indices, vqvae.encode(parts[part]))
         for layer in range(LAYERS):
-            assert torch.equal(synthesizer.code_lookup(part, layer, indices[..., layer]), codes[layer])
+            assert torch.equal(vqvae.quantizer.codebooks[layer].lookup(indices[..., layer]), codes[layer])
         assert torch.allclose(codes.sum(0), vqvae.quantizer.codes_from_indices(indices))
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from echomask.models.masking import MASK_STRATEGIES, MaskPolicy, select_frames, window_group_sizes
+from echomask.models.masking import MASK_STRATEGIES, MaskPolicy, seed_mask, select_frames, window_group_sizes
 
 T = 64
 
@@ -74,3 +74,29 @@ def test_keep_first_and_bad_settings():
         window_group_sizes(T, 8, 0.2, 0.0)
     with pytest.raises(ValueError, match="scores must be finite"):
         select_frames(torch.full((1, T), float("nan")), 1, 0, 0)
+
+
+def test_soft_sampling_is_proportional_to_score():
+    scores = torch.zeros(2000, T)
+    scores[:, :10] = 1.0
+    scores[:, 0] = 20.0  # in the pool, far more likely than the other 9 (the floor is 0)
+    selection = select_frames(scores, 0, 1, 23, soft_pool_factor=10.0, generator=torch.Generator().manual_seed(3))
+    frequency = selection.soft.float().mean(0)
+    assert frequency[0] == pytest.approx(20 / 29, abs=0.04)
+    assert frequency[1:10].sum() == pytest.approx(9 / 29, abs=0.04)
+
+
+def test_selection_is_reproducible_with_a_generator_and_random_covers_frames_evenly():
+    scores = torch.rand(4, T)
+    first, second = (
+        MaskPolicy().select(4, T, 0.5, scores, generator=torch.Generator().manual_seed(5)) for _ in range(2)
+    )
+    assert torch.equal(first.mask, second.mask)
+    mask = MaskPolicy(strategy="random").select(3000, T, 0.5, generator=torch.Generator().manual_seed(6)).mask
+    assert (mask.sum(-1) == 24).all()
+    assert ((mask.float().mean(0) - 24 / T).abs() < 0.05).all()
+
+
+def test_seed_mask_hides_everything_but_the_seed_frames():
+    mask = seed_mask(2, T, 4)
+    assert not mask[:, :4].any() and mask[:, 4:].all()

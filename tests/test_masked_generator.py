@@ -219,3 +219,39 @@ def test_infer_equals_the_forward_pass_and_keeps_no_state():
         model.heads["hands"].classifiers[0][2].bias.add_(1.0)  # a changed weight reaches the next inference
         changed = model(motion, mask, speaker, model.mam.speech_features(low, high))
     torch.testing.assert_close(model.infer(motion, mask, speaker, low, high).logits["hands"], changed.logits["hands"])
+
+
+# ------------------------------------------------------------------ the paper's ablation switches
+
+
+def test_without_speech_injection_passes_with_and_without_it_agree(model):
+    torch.manual_seed(0)
+    ablated = MaskedGenerator(**TINY, speech_injection=False).eval()
+    ablated.load_state_dict(model.state_dict())  # the same parameters: the switch builds nothing else
+    motion, mask, speaker, low, high = inputs()
+    with torch.no_grad():
+        for network, same in ((ablated, True), (model, False)):
+            speech = network.mam.speech_features(low, high)
+            injected, plain = (network(motion, mask, speaker, speech, inject=inject) for inject in (True, False))
+            assert torch.equal(injected.logits["upper"], plain.logits["upper"]) == same
+        inferred = ablated.infer(motion, mask, speaker, low, high).logits["hands"]
+    torch.testing.assert_close(inferred, plain.logits["hands"])  # model's pass without the injection
+
+
+@pytest.mark.parametrize("levels", ["both", "low", "high"])
+def test_mam_speech_levels_choose_which_features_the_speech_branch_reads(model, levels):
+    torch.manual_seed(0)
+    network = MaskedGenerator(**TINY, mam_speech_levels=levels).eval()
+    network.load_state_dict(model.state_dict())
+    _, _, _, low, high = inputs()
+    with torch.no_grad():
+        reference = network.mam.speech_features(low, high)["face"]
+        changed_low = network.mam.speech_features(low + 1.0, high)["face"]
+        changed_high = network.mam.speech_features(low, high + 1.0)["face"]
+    assert torch.equal(reference, changed_low) == (levels == "high")
+    assert torch.equal(reference, changed_high) == (levels == "low")
+    if levels != "both":  # one level read by both cross-attention decoders
+        used = low if levels == "low" else high
+        torch.testing.assert_close(reference, model.mam.speech_features(used, used)["face"])
+    with pytest.raises(ValueError, match="speech_levels must be one of"):
+        MotionAudioAlignment(speech_levels="middle")

@@ -18,7 +18,7 @@ import yaml
 
 from echomask.checkpoints import CheckpointError
 from echomask.cli import main as echomask_main
-from echomask.lit.generator_module import read_stage1_checkpoint
+from echomask.lit.stage1_loading import read_stage1_checkpoint
 from echomask.lit.translation_module import TranslationModule, translation_arguments
 from echomask.lit.vqvae_module import VQVAEModule, rvqvae_arguments
 from echomask.models.conv_vqvae import RVQVAE

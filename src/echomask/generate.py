@@ -16,6 +16,7 @@ import torch
 
 from echomask.audio.features import MOTION_FPS
 from echomask.audio.io import SAMPLE_RATE, AudioError, load_audio
+from echomask.models.decoding import Decoding
 from echomask.stages import STAGES
 
 DEFAULT_CHECKPOINT = STAGES["generator"].checkpoint  # where `make train-generator` leaves it
@@ -58,8 +59,7 @@ def generate_from_audio(
     checkpoint: str | Path = DEFAULT_CHECKPOINT,
     seed_pose: str | Path | None = None,
     speaker: int = DEFAULT_SPEAKER,
-    temperature: float = 0.0,
-    top_k: int | None = None,
+    decoding: Decoding = Decoding(),
     video: bool = True,
     progress: bool = True,
 ) -> GenerationResult:
@@ -98,9 +98,9 @@ def generate_from_audio(
         torch.tensor([speaker - 1]),
         seed_motion,
         seed_expressions,
-        temperature=temperature,
-        top_k=top_k,
+        decoding=decoding,
         progress=progress,
+        scores=True,  # written as <stem>_sqa.npz
     )
     generation_seconds = time.perf_counter() - started
 
@@ -140,7 +140,13 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed-pose", default=None, help="BEAT2/SMPL-X npz whose first frames seed the motion")
     parser.add_argument("--speaker", type=int, default=DEFAULT_SPEAKER, help="BEAT2 speaker id (default 2)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: argmax per RVQ layer (paper)")
-    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely codes only")
+    parser.add_argument(
+        "--decoding-steps",
+        type=int,
+        default=1,
+        help="generator passes per window (1: the paper); more: iterative re-masking of the least confident tokens",
+    )
     parser.add_argument("--no-video", action="store_true", help="write the npz only")
 
 
@@ -151,8 +157,7 @@ def generate_command(options: argparse.Namespace) -> int:
         checkpoint=options.ckpt,
         seed_pose=options.seed_pose,
         speaker=options.speaker,
-        temperature=options.temperature,
-        top_k=options.top_k,
+        decoding=Decoding(options.temperature, options.top_k, options.decoding_steps),
         video=not options.no_video,
     )
     print(f"motion: {result.npz} ({result.num_frames} frames at 30 fps, {result.audio_seconds:.2f} s of audio)")

@@ -10,18 +10,24 @@ stage-1 RVQ-VAEs (one per part) and the global-translation model. For T frames o
    or a user npz for any audio: :func:`neutral_seed`, :func:`seed_from_npz`); every later window by
    the last ``seed_frames`` = 4 frames decoded from the previous window's tokens. These are also
    the later window's first 4 frames in time (window − stride = seed frames).
-3. One generator pass per window: every frame but the seed frames is masked, i.e. replaced by the
-   generator's learned mask embedding. SQA runs on that SAME masked window and its output is the
-   speech injection; its frame scores are kept for plots. (In training the injection follows the
-   same rule; the training mask *scores* come from the unmasked ground-truth window, which does not
-   exist at inference.) Codes are chosen per RVQ layer by argmax (temperature 0, the paper) or by
-   temperature / top-k sampling, the cascade looking its own choices up in the frozen codebooks.
+3. One generator pass per window (:meth:`MaskedGenerator.infer`: MAM's speech branch, then the pass with the
+   speech injection): every frame but the seed frames is masked, i.e. replaced by the generator's learned mask
+   embedding. Codes are chosen per RVQ layer by argmax (temperature 0, the paper) or by temperature / top-k
+   sampling; the release's layer cascade regresses code vectors and never reads the chosen codes, so sampling
+   changes only which codes are decoded. ``Decoding(steps > 1)`` runs several passes per window instead,
+   re-masking the least confident tokens (models/decoding.py). With ``scores=True`` the SQA frame scores of
+   the window the generator saw (seed + mask embedding) are kept for plots (an extra SQA pass).
 4. Token stitching: all tokens of window 0, then each later window without its first
    ``seed_frames / 4`` token(s), which cover its seed frames (paper: 16, then tokens 1–15). Each
    part's stitched sequence is decoded once by its RVQ-VAE; the translation of the lower stream is
    replaced by the global-translation model's (the release's `VAEConvZero`: it reads the decoded lower stream
    with re-orthonormalised rotations, translation zeroed and contact zeroed or kept (its `test_contact`), and
    its x/z velocities in m/s are integrated from the seed's x/z); eyes are identity.
+5. Seeds of later windows (``seed_rule``, issue 15 U14): "echomask" (default) takes the last ``seed_frames``
+   frames of the window decoded exactly as the output is (all four parts, translation from the global model),
+   so a window starts from the motion the user gets; "release" (the release's test loop) takes them from the
+   decoded upper, hands and lower streams only, jaw and eyes identity, translation and contact from the lower
+   stream itself.
 
 SMPL-X output: :func:`motion_to_smplx` and :func:`write_smplx_npz` write BEAT2's npz layout (read
 back by ``echomask.data.beat2.read_motion`` and imported by the SMPL-X Blender add-on).
@@ -35,17 +41,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import repeat
+from einops import rearrange, repeat
 from torch import nn
 from tqdm.auto import tqdm
 
 from echomask.data.beat2 import MOTION_FPS, NUM_BETAS, read_motion
-from echomask.models.generator import EchoMaskGenerator
+from echomask.models.decoding import Decoding, iterative_decoding
+from echomask.models.masked_generator import MaskedGenerator
 from echomask.models.masking import seed_mask
+from echomask.models.speech_queried_attention import SQA_QUERY_PARTS
 from echomask.models.translation import LOWER_CONTACT, LOWER_TRANSLATION, TranslationModel
 from echomask.motion.kinematics import Kinematics, build_kinematics
 from echomask.motion.parts import (
     CONTACT_DIM,
+    IDENTITY_ROT6D,
     NUM_EXPRESSIONS,
     PART_DIMS,
     PART_NAMES,
@@ -73,6 +82,7 @@ ARMS_DOWN_ANGLE = 1.2  # radians: shoulders rotated down from the SMPL-X T-pose 
 SMPLX_NPZ_KEYS = ("poses", "trans", "expressions", "betas", "mocap_frame_rate", "gender", "model")
 SMPLX_GENDER = "neutral"
 SMPLX_MODEL = "smplx2020"
+SEED_RULES = ("echomask", "release")  # how later windows are seeded (module docstring, item 5)
 
 
 def _pad_by_repeating(features: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -99,18 +109,23 @@ class MotionSynthesizer(nn.Module):
         stride: frames between window starts (SPEC §6.6: 60).
         seed_frames: visible frames at the start of every window (SPEC §6.6: 4); must equal
             window − stride, so that a window's seed is the previous window's last frames.
+        seed_rule: how later windows are seeded, "echomask" or "release" (module docstring, item 5).
     """
 
     def __init__(
         self,
-        generator: EchoMaskGenerator,
+        generator: MaskedGenerator,
         vqvaes: nn.ModuleDict,
         translation: TranslationModel,
         window: int = 64,  # SPEC §6.6
         stride: int = 60,  # SPEC §6.6
         seed_frames: int = 4,  # SPEC §6.6
+        seed_rule: str = "echomask",
     ) -> None:
         super().__init__()
+        if seed_rule not in SEED_RULES:
+            raise ValueError(f"MotionSynthesizer: seed_rule must be one of {SEED_RULES}, got {seed_rule!r}")
+        self.seed_rule = seed_rule
         self.generator = generator
         self.vqvaes = vqvaes
         self.translation = translation
@@ -188,10 +203,6 @@ class MotionSynthesizer(nn.Module):
 
     # ------------------------------------------------------------------ stage-1 interfaces
 
-    def code_lookup(self, part: str, layer: int, indices: torch.Tensor) -> torch.Tensor:
-        """Frozen RVQ code vectors of one layer: indices (B, N) -> (B, N, code_dim)."""
-        return self.vqvaes[part].quantizer.codebooks[layer].lookup(indices)
-
     @torch.no_grad()
     def encode_targets(
         self, whole_body: torch.Tensor, expressions: torch.Tensor
@@ -234,36 +245,49 @@ class MotionSynthesizer(nn.Module):
         speaker: torch.Tensor,
         low: torch.Tensor,
         high: torch.Tensor,
-        temperature: float = 0.0,
-        top_k: int | None = None,
+        decoding: Decoding = Decoding(),
         rng: torch.Generator | None = None,
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """One generator pass: seed (B, seed_frames, 337), speaker (B,), low/high (B, window, F) ->
-        (part -> indices (B, window / 4, L), SQA frame scores (B, window)).
+        scores: bool = False,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """The generator's codes for one window: seed (B, seed_frames, 337), speaker (B,), low/high (B, window, F) ->
+        (part -> indices (B, window / frames_per_token, L), SQA frame scores (B, window) or None).
 
-        The window the generator sees is the seed followed by masked frames (the learned mask
-        embedding); SQA runs on the same window and gives the speech injection.
+        The window the generator sees is the seed followed by masked frames (the learned mask embedding);
+        ``decoding``: how codes are chosen (one pass, or iterative re-masking); ``scores``: also the SQA frame
+        scores of the seed-and-mask window (an extra SQA pass).
         """
         batch = seed.shape[0]
         mask = seed_mask(batch, self.window, self.seed_frames, device=seed.device)
-        masked_window = repeat(self.generator.mask_embedding.to(seed.dtype), "d -> b t d", b=batch, t=self.window)
-        masked_window = torch.cat([seed, masked_window[:, self.seed_frames :]], dim=1)
-        speech = self.generator.mam.speech_features(low, high)
-        attention = self.generator.sqa(masked_window, speaker, speech)
-        output = self.generator(
-            masked_window,
-            mask,
-            speaker,
-            low,
-            high,
-            injection=attention.injection,
-            speech=speech,
-            code_lookup=self.code_lookup,
-            temperature=temperature,
-            top_k=top_k,
+        window = torch.cat([seed, seed.new_zeros(batch, self.window - self.seed_frames, seed.shape[-1])], dim=1)
+        start_xz = seed[:, 0, START_XZ_COLUMNS]
+        indices, _ = iterative_decoding(
+            window,
+            masked_tokens=mask[:, :: self.frames_per_token],
+            mask_embedding=self.generator.mask_embedding,
+            window_pass=lambda shown, frame_mask: self.generator.infer(shown, frame_mask, speaker, low, high).logits,
+            decode_window=lambda chosen: self.decode(chosen, start_xz)[0],
+            decoding=decoding,
             generator=rng,
         )
-        return output.indices, attention.scores
+        frame_scores = None
+        if scores:
+            speech = self.generator.mam.speech_features(low, high, SQA_QUERY_PARTS)
+            masked = torch.where(rearrange(mask, "b t -> b t 1"), self.generator.mask_embedding.to(seed.dtype), window)
+            frame_scores = self.generator.frame_scores(masked, speaker, speech)
+        return indices, frame_scores
+
+    def window_seed(self, indices: Mapping[str, torch.Tensor], start_xz: torch.Tensor) -> torch.Tensor:
+        """The next window's seed (B, seed_frames, 337) from this window's indices (``seed_rule``)."""
+        if self.seed_rule == "echomask":
+            motion, _ = self.decode(indices, start_xz)
+        else:
+            parts = {part: self.vqvaes[part].decode(indices[part]) for part in PART_NAMES}
+            identity_jaw = torch.tensor(IDENTITY_ROT6D, dtype=parts["face"].dtype, device=parts["face"].device)
+            parts["face"] = torch.cat(
+                [identity_jaw.expand(*parts["face"].shape[:-1], ROT6D_DIM), parts["face"][..., ROT6D_DIM:]], dim=-1
+            )
+            motion = parts_to_whole_body(parts)
+        return motion[:, -self.seed_frames :]
 
     def _check_generate_inputs(
         self,
@@ -273,7 +297,7 @@ class MotionSynthesizer(nn.Module):
         seed_motion: torch.Tensor,
         seed_expressions: torch.Tensor,
     ) -> None:
-        speech_dim = self.generator.speech_dim
+        speech_dim = self.generator.latent_dim
         if low.ndim != 3 or low.shape[-1] != speech_dim or high.shape != low.shape:
             raise ValueError(
                 f"generate: low and high speech features must both be (B, T, {speech_dim}), "
@@ -305,11 +329,11 @@ class MotionSynthesizer(nn.Module):
         speaker: torch.Tensor,
         seed_motion: torch.Tensor,
         seed_expressions: torch.Tensor,
-        temperature: float = 0.0,
-        top_k: int | None = None,
+        decoding: Decoding = Decoding(),
         progress: bool = False,
         rng: torch.Generator | None = None,
-    ) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
+        scores: bool = False,
+    ) -> dict[str, torch.Tensor | dict[str, torch.Tensor] | None]:
         """Motion for a whole sequence of speech features (SPEC §6.6).
 
         Args:
@@ -319,14 +343,15 @@ class MotionSynthesizer(nn.Module):
                 or :func:`seed_from_npz`); their x/z also anchor the translation.
             seed_expressions: (B, seed_frames, 100) the seed's expressions. Shape-checked only: the
                 generator's motion input (SPEC §6.1) carries no expressions.
-            temperature, top_k: code choice (0 = argmax, the paper; see ``models.decoding.choose_codes``).
+            decoding: how codes are chosen (default: argmax in one pass per window, the paper).
             progress: show a progress bar over the windows.
-            rng: the random generator for sampling (temperature > 0).
+            rng: the random generator for sampling (``decoding.temperature`` > 0).
+            scores: also compute the SQA frame scores of every window (plots; an extra SQA pass per window).
 
         Returns:
             motion (B, T, 337), expressions (B, T, 100), indices part -> (B, N, L) (the stitched
             tokens, N = (seed_frames + stride · windows) / 4, before cropping to T), scores (B, T)
-            SQA frame scores (each window's scores sum to 1 over its frames).
+            SQA frame scores (None unless ``scores``).
         """
         self._check_generate_inputs(low, high, speaker, seed_motion, seed_expressions)
         num_frames = low.shape[1]
@@ -338,14 +363,13 @@ class MotionSynthesizer(nn.Module):
         window_indices, window_scores = [], []
         for window_index in tqdm(range(num_windows), desc="generating", unit="window", disable=not progress):
             frames = slice(window_index * self.stride, window_index * self.stride + self.window)
-            indices, scores = self.predict_window(
-                seed, speaker, low[:, frames], high[:, frames], temperature=temperature, top_k=top_k, rng=rng
+            indices, frame_scores = self.predict_window(
+                seed, speaker, low[:, frames], high[:, frames], decoding, rng, scores
             )
             window_indices.append(indices)
-            window_scores.append(scores)
+            window_scores.append(frame_scores)
             if window_index + 1 < num_windows:
-                window_motion, _ = self.decode(indices, seed[:, 0, START_XZ_COLUMNS])
-                seed = window_motion[:, -self.seed_frames :]
+                seed = self.window_seed(indices, seed[:, 0, START_XZ_COLUMNS])
 
         overlap_tokens = self.seed_frames // self.frames_per_token
         stitched = {
@@ -356,7 +380,7 @@ class MotionSynthesizer(nn.Module):
             "motion": motion[:, :num_frames],
             "expressions": expressions[:, :num_frames],
             "indices": stitched,
-            "scores": _stitch(window_scores, self.seed_frames)[:, :num_frames],
+            "scores": _stitch(window_scores, self.seed_frames)[:, :num_frames] if scores else None,
         }
 
 

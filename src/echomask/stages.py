@@ -85,7 +85,8 @@ def _stage1(model: str) -> Stage:
         summary=f"stage 1: {what} (SPEC §5)",
         stage1_model=model,
         # the translation model differs from the release only at test time (--model.init_args.test_contact)
-        options=() if model == "translation" else (("release", "vqvae/release.yaml"),),
+        # single_layer: one quantizer instead of the residual stack (the paper's ablation; all four parts)
+        options=() if model == "translation" else (("release", "vqvae/release.yaml"), ("single_layer", "vqvae/single_layer.yaml")),
     )
 
 

@@ -21,6 +21,10 @@ Losses per part, summed over parts (the release's ``loss_moau``):
   token] trained with label 1 only. A loss that only ever sees positives cannot learn to match anything
   (SPEC §6.2), so our default leaves it out; ``match_classifier=True`` gives the release's ``loss_moau`` back.
 
+Ablation (the paper's MAM speech-level axis): ``speech_levels`` "both" (the release), "low" or "high": with one
+level, both cross-attention decoders read that level's features (same modules and parameters, the other level is
+never read).
+
 Options beyond the release (off by default): ``attention_window=w`` lets speech query frame t attend only to
 speech frames t − w … t + w; ``batch_negatives=True`` also uses the other windows of the batch as InfoNCE
 negatives.
@@ -41,6 +45,7 @@ from echomask.models.transformer_blocks import PeriodicPositionalEncoding, mlp
 
 ALIGNMENT_PARTS = ("face", "hands", "upper", "lower")  # the release's order
 NUM_BLOCKS = 3  # E1, E2, E3
+SPEECH_LEVELS = ("both", "low", "high")
 
 
 def pool_to_tokens(frames: torch.Tensor, num_tokens: int) -> torch.Tensor:
@@ -173,8 +178,12 @@ class MotionAudioAlignment(nn.Module):
         batch_negatives: bool = False,  # True: the batch's other windows are InfoNCE negatives too
         attention_window: int | None = None,  # None: full cross-attention (release); w: frames t-w..t+w only
         dropout: float = 0.1,  # release (also on the positional encodings)
+        speech_levels: str = "both",  # release; "low" / "high": the ablation (module docstring)
     ) -> None:
         super().__init__()
+        if speech_levels not in SPEECH_LEVELS:
+            raise ValueError(f"MotionAudioAlignment: speech_levels must be one of {SPEECH_LEVELS}, got {speech_levels!r}")
+        self.speech_levels = speech_levels
         if attention_window is not None and attention_window < 0:
             raise ValueError(f"MotionAudioAlignment: attention_window must be None or >= 0, got {attention_window}")
         self.parts = tuple(parts)
@@ -212,6 +221,8 @@ class MotionAudioAlignment(nn.Module):
         if unknown:
             raise ValueError(f"MotionAudioAlignment: unknown parts {unknown}; the parts are {self.parts}")
         chosen = [part for part in self.parts if parts is None or part in parts]
+        if self.speech_levels != "both":
+            low = high = low if self.speech_levels == "low" else high
         low, high = self.positional_encoding(low), self.positional_encoding(high)
         if stacked is None:
             return {part: self._branch_speech(self.branches[part], low, high) for part in chosen}

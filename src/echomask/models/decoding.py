@@ -17,11 +17,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 from einops import rearrange, repeat
 
-DECODINGS = ("argmax", "iterative")
+@dataclass(frozen=True)
+class Decoding:
+    """How inference chooses a window's codes (module docstring). The defaults are the paper's: argmax, one pass.
+
+    temperature: 0 = argmax; > 0 samples from softmax(logits / temperature).
+    top_k: sample among the ``top_k`` most likely codes only (None: all).
+    steps: generator passes per window; > 1 = iterative confidence-based re-masking.
+    """
+
+    temperature: float = 0.0
+    top_k: int | None = None
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"decoding: temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"decoding: top_k must be >= 1 or None, got {self.top_k}")
+        if self.steps < 1:
+            raise ValueError(f"decoding: steps must be >= 1, got {self.steps}")
+
 
 WindowPass = Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]]
 """(visible window (B, T, D), frame mask (B, T) bool, True = masked) -> part -> logits (B, N, L, K)."""
@@ -87,9 +108,7 @@ def iterative_decoding(
     mask_embedding: torch.Tensor,
     window_pass: WindowPass,
     decode_window: DecodeWindow,
-    steps: int,
-    temperature: float = 0.0,
-    top_k: int | None = None,
+    decoding: Decoding,
     generator: torch.Generator | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
     """Iterative confidence-based re-masking of one window (module docstring).
@@ -100,15 +119,15 @@ def iterative_decoding(
         mask_embedding: (D,) what a masked frame looks like to the generator.
         window_pass: one generator pass (:data:`WindowPass`).
         decode_window: stage-1 decoding of a window's indices (:data:`DecodeWindow`).
-        steps: passes (1 = a single pass, the same as :func:`choose_codes` on one pass's logits).
-        temperature, top_k, generator: how each pass chooses its codes (:func:`choose_codes`).
+        decoding: passes per window (``steps``; 1 = one pass, the same as :func:`choose_codes` on its logits) and
+            how each pass chooses its codes (``temperature``, ``top_k``).
+        generator: the random generator for sampling.
 
     Returns:
         part -> indices (B, N, L) (the tokens not masked at the start keep the first pass's choice), and the
         frame mask (B, T) of every pass (for inspection and tests).
     """
-    if steps < 1:
-        raise ValueError(f"iterative_decoding: steps must be >= 1, got {steps}")
+    steps = decoding.steps
     counts = masked_tokens.sum(dim=1)
     if not bool((counts == counts[0]).all()):
         raise ValueError(f"iterative_decoding: every row must mask the same number of tokens, got {counts.tolist()}")
@@ -126,7 +145,8 @@ def iterative_decoding(
         frame_masks.append(frame_mask)
         shown = torch.where(rearrange(frame_mask, "b t -> b t 1"), mask_embedding.to(visible.dtype), visible)
         logits = window_pass(shown, frame_mask)
-        chosen = {part: choose_codes(part_logits, temperature, top_k, generator) for part, part_logits in logits.items()}
+        chosen = {part: choose_codes(part_logits, decoding.temperature, decoding.top_k, generator)
+            for part, part_logits in logits.items()}
         fill = rearrange(masked, "b n -> b n 1")
         indices = {part: torch.where(fill, chosen[part], indices[part]) if indices else chosen[part] for part in chosen}
         if step == steps:

@@ -13,7 +13,8 @@ H = 768 hidden size, w = 256 motion-encoder width; s1 = s2 = 2 with s1 · s2 = T
    a 4-layer decoder -> Linear H -> d -> conv (kernel = stride = s1) -> MLP(d, H, d) -> conv (s2) -> (B, N, d).
 4. Body stream: the encoder layer over PE(body speaker embedding + Linear(MLP(hint))) (B, T, H).
 5. SQA (``self.sqa``, U4): keys = PE(body stream), queries from c_hands, c_upper, c_lower; with ``inject`` its
-   part-weighted decoder output is added to the body stream ("speech injection").
+   part-weighted decoder output is added to the body stream ("speech injection"; ``speech_injection=False``
+   turns it off everywhere, the paper's ablation).
 6. Body parts (U9): conv (s1) -> (B, T/s1, H); per part an MLP(H, H, H) latent; target = PE(latent + conv(s1)
    of the body speaker embedding), memory = the sum of the other two parts' latents, a 1-layer decoder;
    Linear H -> d of (decoder output + latent) -> conv (s2) -> (B, N, d).
@@ -290,6 +291,8 @@ class MaskedGenerator(nn.Module):
         mam_match_classifier: bool = False,  # True: the release's positive-only match loss (models/alignment.py)
         mam_batch_negatives: bool = False,  # release: False
         mam_attention_window: int | None = None,  # release: None (full cross-attention)
+        mam_speech_levels: str = "both",  # release; "low" / "high": the MAM speech-level ablation
+        speech_injection: bool = True,  # release; False: the ablation without the SQA speech injection
         sqa_layers: int = 8,  # release
         sqa_heads: int = 4,  # release
         sqa_feedforward: int = 2048,  # release
@@ -309,6 +312,7 @@ class MaskedGenerator(nn.Module):
         self.num_rvq_layers = num_rvq_layers
         self.codebook_size = codebook_size
         self.frames_per_token = frames_per_token
+        self.speech_injection = speech_injection
 
         self.mam = MotionAudioAlignment(
             parts=ALIGNMENT_PARTS,
@@ -322,6 +326,7 @@ class MaskedGenerator(nn.Module):
             batch_negatives=mam_batch_negatives,
             attention_window=mam_attention_window,
             dropout=dropout,
+            speech_levels=mam_speech_levels,
         )
         self.mask_embedding = nn.Parameter(torch.randn(motion_dim) * hidden_dim**-0.5)  # release's init
         self.motion_encoder = ResidualConvEncoder(motion_dim, encoder_width, encoder_blocks)
@@ -461,7 +466,11 @@ class MaskedGenerator(nn.Module):
         self, stream: torch.Tensor, conditioning: Conditioning, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The SQA speech injection (B', T, H) for a body stream (B', T, H): the conditioning's rows ``rows``
-        (int64 indices; None: all B' = B rows)."""
+        (int64 indices; None: all B' = B rows). Zeros when the network is built without it (``speech_injection``
+        False: the SQA then only scores frames for the mask, and the live copy it is averaged from gets no
+        gradient)."""
+        if not self.speech_injection:
+            return torch.zeros_like(stream)
         queries = conditioning.sqa_queries if rows is None else conditioning.sqa_queries[:, rows]
         return self.sqa(self.key_encoding(stream), queries).injection
 

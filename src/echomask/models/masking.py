@@ -20,10 +20,6 @@ score), ``random`` (all 24 uniform), ``none`` (no masked passes).
 
 Seed frames: the release masks any of the 64 frames in passes B and C; ``keep_first=4`` keeps the seed frames
 visible instead.
-
-The older functions below (:func:`select_mask_parts`, :func:`make_mask`, …) count the hard and soft groups as
-fractions of the MASKED frames (at most 5 score-driven frames of 24); the pre-release ``GeneratorModule`` still
-uses them, and they share :func:`select_frames` with :class:`MaskPolicy`.
 """
 
 from __future__ import annotations
@@ -38,7 +34,7 @@ MASK_STRATEGIES = ("speech_queried", "random", "loss_based", "none")
 
 @dataclass
 class MaskSelection:
-    """Which frames each part of :func:`select_mask_parts` chose; all (B, T) bool.
+    """Which frames each group of :func:`select_frames` chose; all (B, T) bool.
 
     mask = hard | soft | uniform (disjoint). soft_pool: the candidates the soft group was drawn from."""
 
@@ -47,17 +43,6 @@ class MaskSelection:
     soft: torch.Tensor
     uniform: torch.Tensor
     soft_pool: torch.Tensor
-
-
-def group_sizes(num_masked: int, hard_fraction: float, soft_fraction: float) -> tuple[int, int, int]:
-    """(hard, soft, uniform) frame counts that add up to ``num_masked``."""
-    if hard_fraction < 0 or soft_fraction < 0 or hard_fraction + soft_fraction > 1 + 1e-9:
-        raise ValueError(
-            f"mask fractions must be non-negative and sum to at most 1, got hard={hard_fraction}, soft={soft_fraction}"
-        )
-    num_hard = round(hard_fraction * num_masked)
-    num_soft = min(round(soft_fraction * num_masked), num_masked - num_hard)
-    return num_hard, num_soft, num_masked - num_hard - num_soft
 
 
 def _flags(indices: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -117,56 +102,6 @@ def select_frames(
     return MaskSelection(mask=hard | soft | uniform, hard=hard, soft=soft, uniform=uniform, soft_pool=soft_pool)
 
 
-def select_mask_parts(
-    scores: torch.Tensor,
-    num_masked: int = 24,  # 37.5 % of 64 frames (SPEC §6.3)
-    hard_fraction: float = 0.0,
-    soft_fraction: float = 0.2,
-    soft_pool_factor: float = 2.0,  # pool size / soft group size; must be > 1 here
-    keep_first: int = 0,  # frames 0 … keep_first − 1 are never masked
-    generator: torch.Generator | None = None,
-) -> MaskSelection:
-    """Score-driven mask of exactly ``num_masked`` frames per row, the hard and soft groups counted as fractions of
-    ``num_masked`` (the pre-release convention, see the module docstring); scores must be non-negative."""
-    if scores.ndim != 2:
-        raise ValueError(f"select_mask: scores must be (B, T), got {tuple(scores.shape)}")
-    if not torch.isfinite(scores).all() or (scores < 0).any():
-        raise ValueError("select_mask: scores must be finite and non-negative")
-    if soft_pool_factor <= 1:
-        raise ValueError(
-            f"select_mask: soft_pool_factor must be > 1 (the pool is larger than the group), got {soft_pool_factor}"
-        )
-    if keep_first < 0 or not 0 <= num_masked <= scores.shape[1] - keep_first:
-        raise ValueError(
-            f"select_mask: cannot mask {num_masked} of {scores.shape[1]} frames while keeping the first {keep_first} "
-            "visible"
-        )
-    num_hard, num_soft, num_uniform = group_sizes(num_masked, hard_fraction, soft_fraction)
-    return select_frames(scores, num_hard, num_soft, num_uniform, soft_pool_factor, keep_first, generator)
-
-
-def select_mask(
-    scores: torch.Tensor,
-    num_masked: int = 24,
-    hard_fraction: float = 0.0,
-    soft_fraction: float = 0.2,
-    soft_pool_factor: float = 2.0,
-    keep_first: int = 0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """(B, T) bool mask of exactly ``num_masked`` frames per row; see :func:`select_mask_parts`."""
-    selection = select_mask_parts(
-        scores,
-        num_masked=num_masked,
-        hard_fraction=hard_fraction,
-        soft_fraction=soft_fraction,
-        soft_pool_factor=soft_pool_factor,
-        keep_first=keep_first,
-        generator=generator,
-    )
-    return selection.mask
-
-
 def mask_schedule(
     progress: float,
     hard_start: float = 0.0,  # SPEC §6.3: hard 0 → 20 %
@@ -183,50 +118,6 @@ def mask_schedule(
     )
 
 
-def random_mask(
-    batch_size: int,
-    num_frames: int,
-    num_masked: int = 24,
-    keep_first: int = 0,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """(B, T) bool mask of ``num_masked`` frames per row chosen uniformly at random."""
-    flat_scores = torch.zeros(batch_size, num_frames, device=device)
-    return select_mask(
-        flat_scores,
-        num_masked=num_masked,
-        hard_fraction=0.0,
-        soft_fraction=0.0,
-        keep_first=keep_first,
-        generator=generator,
-    )
-
-
-def loss_based_mask(
-    per_frame_loss: torch.Tensor,
-    num_masked: int = 24,
-    hard_fraction: float = 0.0,
-    soft_fraction: float = 0.2,
-    soft_pool_factor: float = 2.0,
-    keep_first: int = 0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """The speech-queried selection rule with a per-frame loss (B, T) (≥ 0) as the score.
-
-    This is the ``loss_based`` ablation: same hard/soft/uniform split and schedule, only the score
-    source differs (frames the model reconstructs worst are masked first)."""
-    return select_mask(
-        per_frame_loss.detach(),
-        num_masked=num_masked,
-        hard_fraction=hard_fraction,
-        soft_fraction=soft_fraction,
-        soft_pool_factor=soft_pool_factor,
-        keep_first=keep_first,
-        generator=generator,
-    )
-
-
 def seed_mask(
     batch_size: int,
     num_frames: int,
@@ -239,58 +130,6 @@ def seed_mask(
     mask = torch.ones(batch_size, num_frames, dtype=torch.bool, device=device)
     mask[:, :num_seed_frames] = False
     return mask
-
-
-def make_mask(
-    strategy: str,
-    *,
-    batch_size: int,
-    num_frames: int,
-    progress: float,
-    scores: torch.Tensor | None = None,
-    per_frame_loss: torch.Tensor | None = None,
-    num_masked: int = 24,
-    soft_pool_factor: float = 2.0,
-    keep_first: int = 0,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """The (B, T) bool mask of passes B/C for a masking ``strategy`` (SPEC §6.3, the ablation axis).
-
-    speech_queried: needs ``scores`` (SQA); loss_based: needs ``per_frame_loss``; random: uniform;
-    none: nothing masked (an all-False mask; the caller may skip the masked passes).
-    The hard/soft fractions come from :func:`mask_schedule` at ``progress``.
-    """
-    if strategy not in MASK_STRATEGIES:
-        raise ValueError(f"unknown masking strategy {strategy!r}; choose one of {MASK_STRATEGIES}")
-    hard_fraction, soft_fraction = mask_schedule(progress)
-    if strategy == "speech_queried":
-        if scores is None:
-            raise ValueError("masking strategy 'speech_queried' needs the SQA frame scores")
-        return select_mask(
-            scores,
-            num_masked=num_masked,
-            hard_fraction=hard_fraction,
-            soft_fraction=soft_fraction,
-            soft_pool_factor=soft_pool_factor,
-            keep_first=keep_first,
-            generator=generator,
-        )
-    if strategy == "loss_based":
-        if per_frame_loss is None:
-            raise ValueError("masking strategy 'loss_based' needs a per-frame loss")
-        return loss_based_mask(
-            per_frame_loss,
-            num_masked=num_masked,
-            hard_fraction=hard_fraction,
-            soft_fraction=soft_fraction,
-            soft_pool_factor=soft_pool_factor,
-            keep_first=keep_first,
-            generator=generator,
-        )
-    if strategy == "random":
-        return random_mask(batch_size, num_frames, num_masked, keep_first, generator, device)
-    return torch.zeros(batch_size, num_frames, dtype=torch.bool, device=device)
 
 
 def window_group_sizes(

@@ -44,7 +44,7 @@ WHOLE_BODY_DIM = ROT6D_DIM * NUM_JOINTS + TRANS_DIM + CONTACT_DIM
 FOOT_CONTACT_THRESHOLD = 0.01  # metres moved between consecutive frames (SPEC §4.2)
 
 # 6D of the identity rotation: its first two rows.
-_IDENTITY_ROT6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+IDENTITY_ROT6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
 def _check_frames(arrays: dict[str, torch.Tensor], last_dims: dict[str, int]) -> None:
@@ -208,6 +208,6 @@ def parts_to_whole_body(parts: dict[str, torch.Tensor]) -> torch.Tensor:
         [rearrange(owned_rot6d[name], "... (joint six) -> ... joint six", six=ROT6D_DIM) for name in PART_NAMES],
         dim=-2,
     )
-    identity = lower.new_tensor(_IDENTITY_ROT6D).expand(*owned_values.shape[:-2], NUM_JOINTS, ROT6D_DIM)
+    identity = lower.new_tensor(IDENTITY_ROT6D).expand(*owned_values.shape[:-2], NUM_JOINTS, ROT6D_DIM)
     rot6d = identity.index_copy(identity.dim() - 2, torch.tensor(owned_joints, device=lower.device), owned_values)
     return torch.cat([rearrange(rot6d, "... joint six -> ... (joint six)"), lower[..., lower_rot_dim:]], dim=-1)

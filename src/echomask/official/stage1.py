@@ -8,7 +8,7 @@
   marked initialised.
 - The imported modules carry the release's training rules (`RELEASE_RVQVAE_RULES`), so that
   they describe the release's model; only the network matters for stage 2 and `generate`.
-- `write_stage1_checkpoint` writes a Lightning checkpoint that `echomask fit` of stage 2
+- `write_imported_checkpoint` writes a Lightning checkpoint that `echomask fit` of stage 2
   (`GeneratorModule`'s `stage1_checkpoints`) and `VQVAEModule.load_from_checkpoint` read unchanged.
 """
 from __future__ import annotations
@@ -167,8 +167,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_stage1_checkpoint(module: pl.LightningModule, path: str | Path, source: str | Path) -> Path:
-    """Save `module` as a Lightning checkpoint at `path` (folders created), recording the release file it came from."""
+def write_imported_checkpoint(module: pl.LightningModule, path: str | Path, source: str | Path) -> Path:
+    """Save `module` (a stage-1 or generator module) as a Lightning checkpoint at `path` (folders created),
+    recording the release file it came from."""
     path, source = Path(path), Path(source)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {

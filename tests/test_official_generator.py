@@ -1,0 +1,107 @@
+"""`echomask import-official --generator`: the release's stage-2 file as one generator checkpoint (issue 15 item 3).
+
+Release files are made by the golden folder's weight recipe (``../shared/golden/official``, skipped where absent):
+the generator's live tensors plus its small dead ones (so that dropping dead keys is exercised without writing the
+85 M dead parameters), and the five stage-1 files. The imported checkpoint must reproduce the release's inference
+outputs (the golden README's tolerances) and drive `echomask generate` (tiny random HuBERT) unchanged.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from test_generator_golden import golden, golden_batch  # noqa: F401
+from test_generator_golden import test_passes_reproduce_the_release as check_against_golden
+
+from echomask.cli import main as echomask_main
+from echomask.data.beat2 import read_motion
+from echomask.lit.generator_module import GeneratorModule
+from echomask.official.generator_keys import is_dead_release_key
+from echomask.official.recipe import RECIPE, recipe_state_dict
+from echomask.official.stage1 import RELEASE_FILE_NAMES
+
+SMALL_DEAD = 100_000  # dead tensors up to this many values go into the file (the large ones are left out)
+
+
+def save_release_file(path: Path, state: dict[str, torch.Tensor]) -> Path:
+    """As the release writes it: {"model_state": ...}, names prefixed by the DataParallel wrapper."""
+    torch.save({"model_state": {f"module.{key}": value for key, value in state.items()}, "epoch": 1}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def release_files(shared_dir, golden, tmp_path_factory) -> dict:  # noqa: F811
+    folder = tmp_path_factory.mktemp("release")
+    seed = golden["info"]["weight_seed"]
+    sizes = {entry.key: math.prod(entry.shape) for entry in golden["entries"] if entry.source == RECIPE}
+    state, _ = recipe_state_dict(
+        golden["entries"], seed, keep=lambda key: not is_dead_release_key(key) or sizes[key] <= SMALL_DEAD
+    )
+    generator = save_release_file(folder / "best_echomask.bin", state)
+    stage1 = folder / "pretrained_vq"
+    stage1.mkdir()
+    official = shared_dir / "golden" / "official"
+    for name, file_name in RELEASE_FILE_NAMES.items():
+        table = official / ("translation" if name == "translation" else f"stage1/{name}") / "state_dict.tsv"
+        save_release_file(stage1 / file_name, recipe_state_dict(table, seed)[0])
+    dead = [key for key in state if is_dead_release_key(key)]
+    return {"generator": generator, "stage1": stage1, "dead": dead, "folder": folder}
+
+
+def import_generator(files: dict, out: Path, *extra: str) -> int:
+    return echomask_main([
+        "import-official", "--generator", str(files["generator"]), "--stage1", str(files["stage1"]),
+        "--out", str(out / "vqvae"), "--generator-out", str(out / "generator.ckpt"), "--hubert", "tiny-random", *extra,
+    ])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def imported(release_files, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("imported")
+    assert import_generator(release_files, out) == 0
+    return out / "generator.ckpt"
+
+
+def test_the_imported_checkpoint_reproduces_the_release_inference(imported, release_files, golden, golden_batch):  # noqa: F811
+    saved = torch.load(imported, map_location="cpu", weights_only=True)
+    assert saved["imported_from"]["file"] == str(release_files["generator"].resolve())
+    module = GeneratorModule.load_for_inference(imported)
+    assert module.hparams.num_speakers == 25 and module.hparams.speech["hubert"] == "tiny-random"
+    model = module.generator
+    batch, seed_mask = golden_batch
+    output = model.infer(batch.motion, seed_mask, batch.speaker, batch.speech_low, batch.speech_high)
+    speech = model.mam.speech_features(batch.speech_low, batch.speech_high)
+    check_against_golden(golden, {"inference": output, "speech": speech}, "inference")
+    for name, value in model.state_dict().items():  # the EMA copy starts as the imported weights
+        assert torch.equal(module.ema.module.state_dict()[name], value), name
+
+
+def test_dead_tensors_are_dropped_and_counted(release_files, tmp_path, capsys):
+    assert release_files["dead"], "the file holds dead tensors"
+    assert import_generator(release_files, tmp_path) == 0
+    printed = capsys.readouterr().out
+    assert "never reached by the release's forward passes or losses" in printed
+    count = int(printed.split("generator: ")[1].split(" release tensors dropped")[0])
+    assert count >= len(release_files["dead"])
+    assert f"generator: {release_files['generator']} -> {tmp_path / 'generator.ckpt'}" in printed
+    assert import_generator(release_files, tmp_path) != 0  # no --overwrite: nothing replaced
+    assert "add --overwrite" in capsys.readouterr().err
+
+
+def test_generate_runs_with_the_imported_checkpoint(imported, shared_dir, tmp_path):
+    audio = shared_dir / "audio" / "speech_44k_stereo_mp3.wav"
+    arguments = ["generate", "--audio", str(audio), "--ckpt", str(imported), "--out", str(tmp_path), "--no-video"]
+    assert echomask_main(arguments) == 0
+    motion = read_motion(tmp_path / f"{audio.stem}.npz")
+    assert motion["poses"].shape[1] == 165 and motion["poses"].shape[0] > 30
+    assert (tmp_path / f"{audio.stem}_sqa.npz").is_file()
+
+
+def test_a_wrong_file_gives_one_line_naming_it(release_files, tmp_path, capsys):
+    stage1_file = release_files["stage1"] / RELEASE_FILE_NAMES["face"]
+    files = {**release_files, "generator": stage1_file}
+    assert import_generator(files, tmp_path) != 0
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and str(stage1_file) in error and "not the release's generator" in error
