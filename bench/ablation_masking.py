@@ -174,7 +174,7 @@ def write_stage1_round_trip(synthesizer: MotionSynthesizer, items: list[dict], p
 def predict(module: GeneratorModule, items: list[dict], speech: list, pred_dir: Path) -> Path:
     """Generate every test sequence from the given speech features, seeded as the test loop; write <id>.npz."""
     for item, (low, high) in zip(items, speech):
-        arrays, _ = module.generate_sequence(
+        arrays, _, _ = module.generate_sequence(
             item["motion"], item["expressions"], item["speaker"], low, high, betas=item["betas"]
         )
         write_smplx_npz(pred_dir / f"{item['id']}.npz", arrays)

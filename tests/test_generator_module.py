@@ -251,7 +251,7 @@ def test_generator_sizes_fixed_by_stage1_are_rejected(workspace, tmp_path):
 
 def test_test_loop_writes_one_readable_npz_per_sequence_and_prints_the_table(workspace, tmp_path, capsys):
     pl.seed_everything(0)
-    module = make_module(workspace, tmp_path)
+    module = make_module(workspace, tmp_path, test_videos=1)
     datamodule = make_datamodule(workspace)
     one_step_trainer(tmp_path).test(module, datamodule=datamodule)
     printed = capsys.readouterr().out
@@ -268,6 +268,8 @@ def test_test_loop_writes_one_readable_npz_per_sequence_and_prints_the_table(wor
         assert np.isfinite(motion["poses"]).all()
         with np.load(output / f"{sequence.id}_sqa.npz") as sqa:  # the SQA scores the notebook plots
             assert sqa["scores"].shape == (sequence.num_frames,) and int(sqa["sample_rate"]) == 16000
+    videos = list(output.glob("*.mp4"))  # test_videos=1: the first sequence, ground truth beside generated
+    assert [path.name for path in videos] == [f"{sequences[0].id}.mp4"] and videos[0].stat().st_size > 10_000
     header = printed.splitlines()[0]
     for column in ("FGD", "BC", "L1div"):
         assert column in header
@@ -276,6 +278,12 @@ def test_test_loop_writes_one_readable_npz_per_sequence_and_prints_the_table(wor
     assert report["num_sequences"] == len(sequences)
     assert {"fgd", "bc", "l1div", "face_mse"} <= report["metrics"].keys()
     assert all(np.isfinite(value) for value in report["metrics"].values())
+    # the generator's codes against the ground truth's stage-1 codes, per part and layer
+    tokens = report["sections"]["token_statistics"]
+    assert set(tokens) == {"tokens", "face", "upper", "hands", "lower"}
+    assert tokens["tokens"] == sum(sequence.num_frames // 4 for sequence in sequences)
+    assert all(0 <= layer["accuracy"] <= 1 for part in PART_NAMES for layer in tokens[part].values())
+    assert "stage-1 tokens, predicted vs ground truth" in printed
     # `echomask evaluate --pred <output_dir>` re-scores the written files to the same numbers
     rescored = evaluate_predictions(output, workspace["corpus"], fgd_checkpoint=workspace["evaluator"], progress=False)
     assert rescored["metrics"].keys() == report["metrics"].keys()
@@ -398,7 +406,7 @@ def test_a_single_quantizer_layer_stage1_gives_a_one_layer_generator(workspace, 
     assert torch.isfinite(trainer.logged_metrics["train/loss_step"]) and "train/A/accuracy_l1_step" not in trainer.logged_metrics
     datamodule.setup("test")
     sequence = datamodule.test_dataloader().dataset[0]
-    arrays, scores = module.eval().generate_sequence(
+    arrays, scores, _ = module.eval().generate_sequence(
         *(sequence[name] for name in ("motion", "expressions", "speaker", "audio_low", "audio_high"))
     )
     assert arrays["poses"].shape == (sequence["motion"].shape[0], 165) and np.isfinite(arrays["poses"]).all()

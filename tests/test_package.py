@@ -83,8 +83,13 @@ def test_the_demo_runs_every_stage_of_the_table_then_test_and_generate(tmp_path,
     data_root = synthetic_corpus.parent  # holds beat_english_v2.0.0/: the demo writes no corpus there
     steps = demo_steps(str(data_root), "speech.wav", str(tmp_path / "out"))
     generator = STAGES["generator"]
-    assert [name for name, _ in steps] == [*STAGES, "test metrics", "generate"]
-    for (name, arguments), entry in zip(steps, STAGES.values()):
+    stage_names = list(STAGES)
+    before_generator = stage_names.index("generator")
+    expected = [*stage_names[:before_generator], "stage-1 round trip", *stage_names[before_generator:]]
+    assert [name for name, _ in steps] == [*expected, "test metrics", "generate"]
+    assert steps[before_generator][1][:3] == ["round-trip", "--data-root", str(data_root)]
+    training = [step for step in steps if step[0] in STAGES]
+    for (name, arguments), entry in zip(training, STAGES.values()):
         assert arguments == ["fit", *entry.config_arguments("tiny"), "--data.root", str(data_root)], name
     assert steps[-2][1][-2:] == ["--ckpt_path", generator.checkpoint]
     assert steps[-1][1][steps[-1][1].index("--ckpt") + 1] == generator.checkpoint

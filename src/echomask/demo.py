@@ -1,6 +1,6 @@
 """`echomask demo`: the whole pipeline on the synthetic corpus with the tiny configs (SPEC §2).
 
-synthetic corpus → FGD evaluator → stage 1 (four RVQ-VAEs + translation) → stage 2 → test-split
+synthetic corpus → FGD evaluator → stage 1 (four RVQ-VAEs + translation) → the tokenizers' round trip → stage 2 → test-split
 metrics → `generate` on a speech file. Each step is the `echomask` command a user would type, built from
 the stage table (`echomask.stages`) and printed before it runs; the wall time of each is reported at the
 end with where the outputs are. Run it from the repository root (the configs live in `experiments/`).
@@ -23,10 +23,13 @@ DEMO_SIZE = "tiny"
 
 
 def demo_steps(data_root: str, audio: str, generate_out: str) -> list[tuple[str, list[str]]]:
-    """(step name, echomask arguments) in order: every stage trained at the tiny size, then test and generate."""
+    """(step name, echomask arguments) in order: every stage trained at the tiny size (the stage-1 tokenizers'
+    round trip of the test split before the generator: do they carry the motion?), then test and generate."""
     data = ["--data.root", data_root]
     steps = [(entry.name, ["fit", *entry.config_arguments(DEMO_SIZE), *data]) for entry in STAGES.values()]
     generator = STAGES["generator"]
+    round_trip = ["round-trip", "--data-root", data_root, "--json", f"{generate_out}/round_trip.json"]
+    steps.insert(list(STAGES).index(generator.name), ("stage-1 round trip", round_trip))
     steps.append(("test metrics", ["test", *generator.config_arguments(DEMO_SIZE), *data,
                                    "--ckpt_path", generator.checkpoint]))
     steps.append(("generate", ["generate", "--audio", audio, "--out", generate_out, "--ckpt", generator.checkpoint]))

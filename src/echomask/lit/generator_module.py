@@ -81,6 +81,8 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
         metrics_every_n_epochs: validation epochs between the FGD/diversity monitors.
         render_frames: frames of the validation skeleton clip (0 disables it).
         output_dir: where the test loop writes <id>.npz and metrics.json.
+        test_videos: the first N test sequences are also rendered as <id>.mp4, ground truth beside generated, with
+            their audio (0: none).
     """
 
     speech_projection: Tensor
@@ -118,6 +120,7 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
         metrics_every_n_epochs: int = 10,
         render_frames: int = 64,
         output_dir: str = "outputs/generator/test",
+        test_videos: int = 4,
     ):
         super().__init__()
         known_weights = {field.name for field in fields(LossWeights)}
@@ -314,7 +317,7 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
         audio_low: Tensor,
         audio_high: Tensor,
         betas: Tensor | None = None,
-    ) -> tuple[dict[str, np.ndarray], Tensor]:
+    ) -> tuple[dict[str, np.ndarray], Tensor, dict[str, Tensor]]:
         """One whole sequence as the test loop generates it: seeded with the ground truth's first `seed_frames`
         frames, driven by the given speech features.
 
@@ -324,7 +327,8 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
             betas: (300,) body shape written into the SMPL-X arrays (None: zeros).
 
         Returns:
-            The SMPL-X arrays of the generated motion (`motion_to_smplx`) and its (T,) SQA frame scores.
+            The SMPL-X arrays of the generated motion (`motion_to_smplx`), its (T,) SQA frame scores and its
+            stitched code indices, part -> (N, L) (N tokens cover at least T frames).
         """
         seed = self.hparams.seed_frames
         result = self.synthesizer.generate(
@@ -337,7 +341,8 @@ class GeneratorModule(KinematicsHolder, pl.LightningModule):
             scores=True,
         )
         betas = None if betas is None else betas.cpu()
-        return motion_to_smplx(result["motion"][0], result["expressions"][0], betas), result["scores"][0]
+        arrays = motion_to_smplx(result["motion"][0], result["expressions"][0], betas)
+        return arrays, result["scores"][0], {part: indices[0] for part, indices in result["indices"].items()}
 
     def on_test_epoch_start(self) -> None:
         self.evaluation.start_test()
