@@ -1,7 +1,7 @@
 """`echomask demo`: the whole pipeline on the synthetic corpus with the tiny configs (SPEC §2).
 
-synthetic corpus → FGD evaluator → stage 1 (four RVQ-VAEs + translation) → the tokenizers' round trip → stage 2 → test-split
-metrics → `generate` on a speech file. Each step is the `echomask` command a user would type, built from
+synthetic corpus → FGD evaluator → stage 1 (four RVQ-VAEs + translation) → the tokenizers' round trip →
+stage 2 → test-split metrics → `generate` on a speech file. Each step is the `echomask` command a user would type, built from
 the stage table (`echomask.stages`) and printed before it runs; the wall time of each is reported at the
 end with where the outputs are. Run it from the repository root (the configs live in `experiments/`).
 The caller passes the runner of one command line (the console command's `main`): this module never imports
