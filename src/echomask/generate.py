@@ -154,8 +154,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=(AUTO, FP32, BF16_MIXED),
         default=AUTO,
-        help="HuBERT and generator precision; auto (default): bf16-mixed on a CPU with AMX/AVX-512 BF16 or a bf16 "
-        "GPU, else 32-true",
+        help="HuBERT and generator precision; auto (default): bf16-mixed on a CPU with AMX/AVX-512 BF16 or a "
+        "bf16 GPU, else 32-true",
     )
 
 
