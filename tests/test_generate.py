@@ -146,7 +146,7 @@ def test_long_audio_is_covered_to_the_last_frame(checkpoint, speech_wav, tmp_pat
 
 def test_fp32_and_bf16_generation_both_run_and_agree(checkpoint, speech_wav, tmp_path, capsys, caplog):
     """`--precision 32-true` forces fp32 and `--precision bf16-mixed` runs the windows under bf16 autocast (what
-    `auto` picks on a CPU with AMX or AVX-512 BF16); both write the same kind of npz, and the motion agrees (the
+    `auto` picks on a CPU with AMX); both write the same kind of npz, and the motion agrees (the
     checkpoint's argmax codes may flip where two logits are within bf16's rounding, so the check is on the share of
     frames, not every frame)."""
     audio = speech_wav(tmp_path / "talk.wav", seconds=2.0)

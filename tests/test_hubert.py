@@ -177,7 +177,7 @@ BF16_COSINE = 0.999  # the least per-frame cosine of bf16-autocast features to f
 
 
 def test_bf16_features_agree_with_fp32(tiny_hubert, wave):
-    """HuBERT under bf16 autocast (what `precision: auto` picks on a CPU with AMX or AVX-512 BF16): fp32 float32
+    """HuBERT under bf16 autocast (what `precision: auto` picks on a CPU with AMX): fp32 float32
     output of the same shape, every frame's feature vector within cosine 0.999 of the fp32 one."""
     assert tiny_hubert.precision == "32-true"  # the default: exact fp32
     bf16 = HubertFeatures("tiny-random", low_layer=11, precision="bf16-mixed")

@@ -154,7 +154,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=(AUTO, FP32, BF16_MIXED),
         default=AUTO,
-        help="HuBERT and generator precision; auto (default): bf16-mixed on a CPU with AMX/AVX-512 BF16 or a "
+        help="HuBERT and generator precision; auto (default): bf16-mixed on a CPU with AMX (amx_bf16) or a "
         "bf16 GPU, else 32-true",
     )
 

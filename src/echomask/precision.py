@@ -1,12 +1,14 @@
 """`precision: auto`: the numeric precision that follows the hardware (issue 17).
 
-bf16 mixed precision (fp32 weights and optimizer, matmuls and convolutions in bf16 under autocast) is fast
-where the hardware multiplies bf16 natively: CUDA GPUs that support bf16, and CPUs with AMX (``amx_bf16``) or
-AVX-512 BF16 (``avx512_bf16``) instructions. A CPU without them emulates bf16 and is slower in it than in
-fp32, so there ``auto`` means fp32:
+bf16 mixed precision (fp32 weights and optimizer, matmuls and convolutions in bf16 under autocast) pays where
+the hardware multiplies bf16 faster than fp32: CUDA GPUs that support bf16, and CPUs with AMX (``amx_bf16``:
+bf16 matmuls about 4x the fp32 rate on the Intel Xeon of issue 17). AVX-512 BF16 alone (``avx512_bf16``, no
+AMX) is not enough: on the Intel Xeon development machine (avx512_bf16, AMX not exposed) torch's bf16 matmuls
+(oneDNN ``brg_matmul:avx512_core_bf16``) ran at 0.55-0.75x the fp32 rate (1 thread: 2048^3 70.6 vs 125.6
+GFLOP/s; 192x768x2048 67.7 vs 105.2), and a CPU without bf16 instructions emulates it. So:
 
-    auto -> "bf16-mixed"  on a bf16 CUDA GPU, or a CPU with amx_bf16 / avx512_bf16
-         -> "32-true"     otherwise
+    auto -> "bf16-mixed"  on a bf16 CUDA GPU, or a CPU with amx_bf16
+         -> "32-true"     otherwise (the reason names avx512_bf16 when the CPU has it without AMX)
 
 :func:`resolve_precision` is the rule on given facts (tests pass fake flag sets); :func:`machine_precision`
 reads them from this machine (``/proc/cpuinfo`` flags, or torch's CPU checks where there is no such file).
@@ -25,7 +27,8 @@ from pathlib import Path
 AUTO = "auto"
 BF16_MIXED = "bf16-mixed"
 FP32 = "32-true"
-BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bf16 matmuls, the faster first
+BF16_CPU_FLAGS = ("amx_bf16",)  # /proc/cpuinfo flags of bf16 matmuls faster than fp32 ones
+SLOW_BF16_CPU_FLAG = "avx512_bf16"  # native bf16 dot products, but slower matmuls than fp32 (module docstring)
 GPU_ACCELERATORS = ("auto", "gpu", "cuda")  # Trainer accelerators that use a CUDA GPU when there is one
 CPUINFO = Path("/proc/cpuinfo")
 
@@ -65,10 +68,13 @@ def resolve_precision(
         if gpu_bf16:
             return Resolution(BF16_MIXED, f"{gpu_name} supports bf16")
         return Resolution(FP32, f"{gpu_name} has no bf16 support")
-    present = [flag for flag in BF16_CPU_FLAGS if flag in set(cpu_flags)]
+    flags = set(cpu_flags)
+    present = [flag for flag in BF16_CPU_FLAGS if flag in flags]
     if present:
         return Resolution(BF16_MIXED, f"CPU has {' and '.join(present)}")
-    return Resolution(FP32, f"CPU has none of {', '.join(BF16_CPU_FLAGS)}: bf16 would be emulated")
+    if SLOW_BF16_CPU_FLAG in flags:
+        return Resolution(FP32, f"CPU has {SLOW_BF16_CPU_FLAG} but no AMX: its bf16 matmuls are slower than fp32")
+    return Resolution(FP32, f"CPU has no bf16 instructions ({', '.join(BF16_CPU_FLAGS)}): bf16 would be emulated")
 
 
 def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
@@ -82,16 +88,15 @@ def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
 
 @lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
-    """This CPU's bf16-relevant flags: from ``/proc/cpuinfo`` (Linux), else torch's own CPU checks."""
+    """This CPU's flags: from ``/proc/cpuinfo`` (Linux), else the bf16 ones from torch's own CPU checks."""
     if CPUINFO.is_file():
         flags = parse_cpu_flags(CPUINFO.read_text())
         if flags:
             return flags
     import torch
 
-    checks = {"amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported"}
-    cpu = getattr(torch._C, "_cpu", None)
-    return frozenset(flag for flag, check in checks.items() if cpu is not None and getattr(cpu, check, bool)())
+    checks = {"amx_bf16": "_is_amx_tile_supported", SLOW_BF16_CPU_FLAG: "_is_avx512_bf16_supported"}
+    return frozenset(flag for flag, check in checks.items() if getattr(torch.cpu, check, bool)())
 
 
 def machine_precision(requested: str | int | None = AUTO, accelerator: str = "auto") -> Resolution:
