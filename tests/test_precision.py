@@ -68,9 +68,11 @@ def test_autocast_only_for_bf16():
         assert not torch.is_autocast_enabled("cpu")
 
 
-def test_the_generator_config_asks_for_auto():
-    config = compose(stage("generator").config_arguments("paper"), instantiate=False).config
-    assert config.trainer.precision == "auto"
+@pytest.mark.parametrize("name", ["evaluator", "vqvae-upper", "translation", "generator"])
+def test_paper_configs_ask_for_auto_and_the_demo_overlays_for_fp32(name):
+    for size, expected in (("paper", "auto"), ("tiny", FP32)):
+        config = compose(stage(name).config_arguments(size), instantiate=False).config
+        assert config.trainer.precision == expected, (name, size)
 
 
 @pytest.mark.parametrize(("flags", "expected"), [(XEON_AMX, BF16_MIXED), (XEON_AVX512_BF16, FP32)])
