@@ -152,3 +152,9 @@ def test_the_release_option_composes_with_the_release_rules(part, tmp_path, monk
     assert model.model.quantizer.quantizer_dropout == 0.0
     with pytest.raises(ValueError, match="has no option 'fast'"):
         stage(part).config_files(options=("fast",))
+
+
+@pytest.mark.parametrize("part", PART_NAMES)
+def test_stage1_input_normalisation_is_off_at_paper_size_and_on_in_the_demo_except_for_the_face(built, part):
+    assert built(part, "paper").model.model.normalize is False  # the release
+    assert built(part, "tiny").model.model.normalize is (part != "face")

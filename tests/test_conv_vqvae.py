@@ -139,3 +139,40 @@ def test_training_lowers_reconstruction_error_on_a_smooth_signal():
     finally:
         torch.set_num_threads(threads)
     assert final < 0.05 * initial, f"reconstruction MSE {initial:.4f} -> {final:.4f}"
+
+
+# --- input normalisation (off in the release) --------------------------------------------------
+
+
+def test_normalization_is_an_exact_change_of_units_around_the_stored_mean_and_std():
+    """A normalised model fed mean + std·x encodes x's codes and decodes mean + std·(the plain model's output): the
+    encoder sees a constant offset and a tiny scale removed, the outputs stay in the input's units."""
+    torch.manual_seed(0)
+    plain = RVQVAE(input_dim=12, **TINY)
+    plain(torch.randn(8, 32, 12))  # initialise the codebooks
+    normalized = RVQVAE(input_dim=12, normalize=True, **TINY)
+    assert {"input_mean", "input_std", "normalization_set"} <= set(normalized.state_dict())
+    normalized.load_state_dict({**normalized.state_dict(), **plain.state_dict()})
+    mean, std = 3.0 + torch.randn(12), 0.01 + torch.rand(12) * 0.02
+    normalized.set_normalization(mean, std)
+    assert bool(normalized.normalization_set)
+    plain.eval()
+    normalized.eval()
+    x = torch.randn(2, 32, 12)
+    offset_signal = mean + std * x
+    indices = normalized.encode(offset_signal)
+    assert torch.equal(indices, plain.encode(x))
+    torch.testing.assert_close(normalized.decode(indices), mean + std * plain.decode(indices))
+    torch.testing.assert_close(normalized(offset_signal)["recon"], mean + std * plain(x)["recon"])
+
+
+def test_a_model_without_normalization_has_no_extra_state_and_refuses_statistics():
+    model = RVQVAE(input_dim=12, **TINY)
+    assert not any(name.startswith("input_") for name in model.state_dict())  # release checkpoints load unchanged
+    with pytest.raises(ValueError, match="normalize=False"):
+        model.set_normalization(torch.zeros(12), torch.ones(12))
+    normalized = RVQVAE(input_dim=12, normalize=True, **TINY)
+    with pytest.raises(ValueError, match="positive"):
+        normalized.set_normalization(torch.zeros(12), torch.zeros(12))
+    with pytest.raises(ValueError, match=r"\(12,\)"):
+        normalized.set_normalization(torch.zeros(11), torch.ones(11))

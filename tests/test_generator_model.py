@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from echomask.models.generator import GENERATOR_PARTS, EchoMaskGenerator, choose_codes
+from echomask.models.decoding import choose_codes
+from echomask.models.generator import GENERATOR_PARTS, EchoMaskGenerator
 from echomask.models.masking import make_mask, seed_mask
 
 T = 64

@@ -21,7 +21,7 @@ from echomask.data.datamodule import BEAT2DataModule, EpochShuffleSampler
 from echomask.lit.callbacks import RNGStateCheckpoint
 from echomask.lit.part_losses import part_rotations, static_geodesic
 from echomask.lit.quiet_trainer import quiet_trainer
-from echomask.lit.vqvae_module import VQVAEModule
+from echomask.lit.vqvae_module import VQVAEModule, rvqvae_arguments
 from echomask.motion.parts import PART_DIMS
 from echomask.motion.rotations import axis_angle_to_rot6d, geodesic_distance
 from echomask.stages import stage
@@ -295,3 +295,36 @@ def test_short_training_lowers_reconstruction_error_well_below_its_initial_value
     trainer.fit(module, datamodule=datamodule)
     final = rotation_error_deg(module, datamodule.val_dataloader())  # held-out windows
     assert final < 0.2 * initial, f"rotation error {initial:.1f}° -> {final:.1f}° after 100 steps"
+
+
+# --- input normalisation (off in the release) ----------------------------------------------------
+
+
+def test_normalization_statistics_come_from_the_training_windows_and_a_resumed_run_keeps_them(stage1, tmp_path):
+    floor = 0.02
+    options = ("--model.render_frames", "0", "--model.normalize", "true", "--model.normalize_std_floor", str(floor))
+    first = fit(stage1, "upper", tmp_path / "first", "--trainer.max_epochs", "1", *options)
+    saved = checkpoint(first)
+    datamodule = tiny_datamodule(stage1)
+    datamodule.setup("fit")
+    windows = datamodule.datasets["train"]
+    frames = torch.cat([tiny_vqvae("upper").part_stream(windows[index]) for index in range(len(windows))]).double()
+    state = saved["state_dict"]
+    assert bool(state["model.normalization_set"]) and saved["hyper_parameters"]["normalize"] is True
+    torch.testing.assert_close(state["model.input_mean"].double(), frames.mean(0), atol=1e-6, rtol=1e-5)
+    std = frames.std(0, correction=0).clamp_min(floor)
+    torch.testing.assert_close(state["model.input_std"].double(), std, atol=1e-6, rtol=1e-5)
+    assert (std == floor).any() and (std > floor).any()  # the floor acts on some features only
+
+    # resuming loads the statistics instead of computing them again: a marked mean survives
+    marked = {**saved, "state_dict": {**state, "model.input_mean": state["model.input_mean"] + 1.0}}
+    torch.save(marked, tmp_path / "marked.ckpt")
+    resume = ("--ckpt_path", str(tmp_path / "marked.ckpt"))
+    resumed = checkpoint(fit(stage1, "upper", tmp_path / "resumed", "--trainer.max_epochs", "2", *options, *resume))
+    assert torch.equal(resumed["state_dict"]["model.input_mean"], marked["state_dict"]["model.input_mean"])
+
+
+def test_checkpoints_from_before_the_normalization_option_build_without_it():
+    hparams = dict(tiny_vqvae("upper").hparams)
+    del hparams["normalize"]
+    assert rvqvae_arguments(hparams, "upper")["normalize"] is False

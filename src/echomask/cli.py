@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_stage_arguments(stages)
     stages.set_defaults(run=run_stages)
 
+    from echomask.round_trip import add_round_trip_arguments, round_trip_command
+
+    round_trip = commands.add_parser("round-trip", help="stage 1: test motion through the tokenizers and back, compared")
+    add_round_trip_arguments(round_trip)
+    round_trip.set_defaults(run=round_trip_command)
+
     from echomask.official.importer import add_import_official_arguments, import_official_command
 
     imports = commands.add_parser("import-official", help="the release's checkpoint files as echomask checkpoints")

@@ -319,7 +319,7 @@ class MotionSynthesizer(nn.Module):
                 or :func:`seed_from_npz`); their x/z also anchor the translation.
             seed_expressions: (B, seed_frames, 100) the seed's expressions. Shape-checked only: the
                 generator's motion input (SPEC §6.1) carries no expressions.
-            temperature, top_k: code choice (0 = argmax, the paper; see ``models.generator.choose_codes``).
+            temperature, top_k: code choice (0 = argmax, the paper; see ``models.decoding.choose_codes``).
             progress: show a progress bar over the windows.
             rng: the random generator for sampling (temperature > 0).
 

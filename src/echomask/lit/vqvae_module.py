@@ -61,11 +61,15 @@ RVQVAE_HPARAMS = (
     "straight_through",
     "codebook_rows",
     "dead_code_count",
+    "normalize",
 )
+# Hyper-parameters added after checkpoints were written, with the value that gives the behaviour of those checkpoints.
+LATER_HPARAMS = {"normalize": False}
 
 
 def rvqvae_arguments(hparams: Mapping, part: str) -> dict:
     """`RVQVAE` keyword arguments from the hyper-parameters of a `VQVAEModule` (or its checkpoint)."""
+    hparams = {**LATER_HPARAMS, **hparams}
     arguments = {RVQVAE_ARGUMENT_NAMES.get(name, name): hparams[name] for name in RVQVAE_HPARAMS}
     for name in ("encoder_dilations", "decoder_dilations"):
         arguments[name] = list(arguments[name])
@@ -90,6 +94,10 @@ class VQVAEModule(KinematicsHolder, pl.LightningModule):
         quantizer_dropout: probability of dropping the layers above a random cut-off (SPEC 0.2; release 0).
         straight_through, codebook_rows, dead_code_count: quantizer rules, see `models.residual_vq`
             (release: "per_layer", "in_order", "keep").
+        normalize: z-score the part stream's features before the encoder (undone after the decoder) with the mean
+            and std of the training windows, computed once at the start of fitting and stored in the checkpoint
+            (release: off).
+        normalize_std_floor: the smallest std a feature is divided by (features that barely move are not blown up).
         foot_skate_translation: translation under the feet in the lower part's skate term, "ground_truth" or
             "zero" (the release).
         loss_weights: overrides of `DEFAULT_LOSS_WEIGHTS`.
@@ -117,6 +125,8 @@ class VQVAEModule(KinematicsHolder, pl.LightningModule):
         straight_through: str = "per_layer",
         codebook_rows: str = "random",
         dead_code_count: str = "reset",
+        normalize: bool = False,
+        normalize_std_floor: float = 1.0e-4,
         foot_skate_translation: str = "ground_truth",
         loss_weights: dict[str, float] | None = None,
         lr: float = 1.5e-4,
@@ -130,6 +140,8 @@ class VQVAEModule(KinematicsHolder, pl.LightningModule):
         unknown = sorted(set(loss_weights or {}) - set(DEFAULT_LOSS_WEIGHTS))
         if unknown:
             raise ValueError(f"unknown loss weight(s) {unknown}; known: {sorted(DEFAULT_LOSS_WEIGHTS)}")
+        if normalize_std_floor <= 0:
+            raise ValueError(f"normalize_std_floor must be positive, got {normalize_std_floor}")
         self.save_hyperparameters()
         self.part = part
         self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
@@ -137,11 +149,34 @@ class VQVAEModule(KinematicsHolder, pl.LightningModule):
         self.init_kinematics(smplx_model_dir)
 
     def on_fit_start(self) -> None:
+        if self.hparams.normalize and not self.model.normalization_set:  # a resumed run keeps the checkpoint's
+            self._set_normalization()
         if self.kinematics.is_approximate:
             logger.info(
                 "stage 1 %s: position losses on the joints of the approximate skeleton (the release uses SMPL-X mesh "
                 "vertices; set smplx_model_dir)%s", self.part, "; no face-vertex terms" if self.part == "face" else ""
             )
+
+    @torch.no_grad()
+    def _set_normalization(self) -> None:
+        """Per-feature mean and std (floored at `normalize_std_floor`) of the part stream over every frame of the
+        training windows (read in order from the datamodule's training set: no random state is used)."""
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            raise ValueError(
+                "VQVAEModule(normalize=True) needs a datamodule: it computes the input statistics from its training set"
+            )
+        dataset = datamodule.train_dataloader().dataset
+        windows = (dataset[index] for index in range(len(dataset)))
+        frames = torch.cat([self.part_stream(window) for window in windows]).to(torch.float64)
+        mean, std = frames.mean(dim=0), frames.std(dim=0, correction=0).clamp_min(self.hparams.normalize_std_floor)
+        self.model.set_normalization(mean.to(self.model.input_mean), std.to(self.model.input_std))
+        logger.info(
+            "stage 1 %s: input normalisation from %d training frames; std median %.4f, %d of %d features at the "
+            "floor %g",
+            self.part, len(frames), float(frames.std(dim=0).median()),
+            int((std == self.hparams.normalize_std_floor).sum()), len(std), self.hparams.normalize_std_floor,
+        )
 
     def part_stream(self, batch: dict) -> torch.Tensor:
         """(B, T, D_part) target stream of this part from a batch with `motion` and `expressions`."""

@@ -149,6 +149,9 @@ class RVQVAE(nn.Module):
         dropout: dropout at the end of every residual block (training only).
         num_quantizers, codebook_size, code_dim, decay, dead_code_threshold, temperature,
             quantizer_dropout, straight_through, codebook_rows, dead_code_count: see `ResidualVQ`.
+        normalize: z-score every input feature with a stored mean and std (buffers `input_mean`, `input_std`,
+            set once with `set_normalization`) before the encoder, and undo it after the decoder, so inputs
+            and outputs stay in the part's own units. Off in the release.
     """
 
     def __init__(
@@ -169,10 +172,16 @@ class RVQVAE(nn.Module):
         straight_through: str = "per_layer",  # release
         codebook_rows: str = "random",  # echomask; the release: "in_order"
         dead_code_count: str = "reset",  # echomask; the release: "keep"
+        normalize: bool = False,  # the release: off
     ) -> None:
         super().__init__()
         self.input_dim = input_dim
         self.depth = depth
+        self.normalize = normalize
+        if normalize:
+            self.register_buffer("input_mean", torch.zeros(input_dim))
+            self.register_buffer("input_std", torch.ones(input_dim))
+            self.register_buffer("normalization_set", torch.tensor(False))
         self.encoder = ConvEncoder(
             input_dim=input_dim,
             output_dim=code_dim,
@@ -206,14 +215,40 @@ class RVQVAE(nn.Module):
     def frames_per_token(self) -> int:
         return 2**self.depth
 
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the per-feature mean and std (D,) that `normalize` uses; std must be positive."""
+        if not self.normalize:
+            raise ValueError("set_normalization: this RVQVAE was built with normalize=False")
+        if mean.shape != (self.input_dim,) or std.shape != (self.input_dim,):
+            raise ValueError(
+                f"set_normalization: mean and std must be ({self.input_dim},), "
+                f"got {tuple(mean.shape)}, {tuple(std.shape)}"
+            )
+        if not (std > 0).all():
+            raise ValueError("set_normalization: every std must be positive (floor it)")
+        self.input_mean.copy_(mean)
+        self.input_std.copy_(std)
+        self.normalization_set.fill_(True)
+
+    def _normalized(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.input_mean) / self.input_std if self.normalize else x
+
+    def _denormalized(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.input_std + self.input_mean if self.normalize else x
+
+    def _latents(self, x: torch.Tensor) -> torch.Tensor:
+        check_motion_input(x, self.input_dim, self.depth, type(self).__name__)
+        return self.encoder(self._normalized(x))
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
         """Reconstruct `x` (B, T, D).
 
         Returns a dict with `recon` (B, T, D), `indices` (B, T/4, L), `commitment` (scalar,
         unweighted) and `stats` (per-layer codebook statistics, see `ResidualVQ.forward`).
         """
-        quantized, indices, commitment, stats = self.quantizer(self.encoder(x))
-        return {"recon": self.decoder(quantized), "indices": indices, "commitment": commitment, "stats": stats}
+        quantized, indices, commitment, stats = self.quantizer(self._latents(x))
+        recon = self._denormalized(self.decoder(quantized))
+        return {"recon": recon, "indices": indices, "commitment": commitment, "stats": stats}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Token indices of `x` (B, T, D) -> (B, T/4, L).
@@ -221,12 +256,12 @@ class RVQVAE(nn.Module):
         Call it in eval mode: in training mode the quantizer samples codes and updates its
         codebooks exactly as in `forward`.
         """
-        _, indices, _, _ = self.quantizer(self.encoder(x))
+        _, indices, _, _ = self.quantizer(self._latents(x))
         return indices
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Motion from token indices (B, N, L) -> (B, N*4, D)."""
-        return self.decoder(self.quantizer.codes_from_indices(indices))
+        return self._denormalized(self.decoder(self.quantizer.codes_from_indices(indices)))
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """Per-layer code vectors of `indices` (B, N, L) -> (L, B, N, code_dim)."""

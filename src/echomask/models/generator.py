@@ -31,6 +31,7 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
+from echomask.models.decoding import choose_codes
 from echomask.models.mam import MAM_PARTS, MotionAudioAlignment
 from echomask.models.sqa import SQA_PARTS, SpeechQueriedAttention
 from echomask.models.transformer_blocks import (
@@ -54,30 +55,6 @@ FUSION_SOURCES = {
 
 CodeLookup = Callable[[str, int, torch.Tensor], torch.Tensor]
 """(part, rvq_layer, indices (B, N) int64) -> code vectors (B, N, latent_dim) of the frozen stage-1 RVQ."""
-
-
-def choose_codes(
-    logits: torch.Tensor,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Code indices from logits (..., K) -> (...) int64.
-
-    temperature 0: argmax (the paper's inference). Otherwise sample from softmax(logits / temperature),
-    restricted to the ``top_k`` most likely codes when given.
-    """
-    if temperature < 0:
-        raise ValueError(f"choose_codes: temperature must be >= 0, got {temperature}")
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    scaled = logits / temperature
-    if top_k is not None:
-        kth_best = scaled.topk(top_k, dim=-1).values[..., -1:]
-        scaled = scaled.masked_fill(scaled < kth_best, float("-inf"))
-    probabilities = rearrange(scaled.softmax(dim=-1), "... k -> (...) k")
-    drawn = torch.multinomial(probabilities, 1, generator=generator)
-    return drawn.reshape(logits.shape[:-1])
 
 
 @dataclass
