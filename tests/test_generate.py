@@ -22,10 +22,11 @@ from echomask.inference import SMPLX_NPZ_KEYS
 
 pytestmark = pytest.mark.e2e
 FPS = 30  # SPEC §4.1: motion frame rate
-# bf16 vs fp32 `generate` of the one-step test checkpoint (near-tied logits): per frame, the largest axis-angle
-# difference had median 0.024 and 90th percentile 0.055 rad (a few frames differ by a flipped code)
-BF16_POSE_TOLERANCE = 0.1  # radians
-BF16_AGREEING_FRAMES = 0.75  # the least share of frames whose every entry is within BF16_POSE_TOLERANCE
+# bf16 vs fp32 `generate` of the one-step test checkpoint (stage-1 decoding in fp32 in both): per frame, the largest
+# axis-angle difference had median 7e-5 and maximum 2e-4 rad; a code flipped by bf16 rounding (near-tied logits)
+# would move a few frames by more, so a small share of frames may lie outside the tolerance
+BF16_POSE_TOLERANCE = 0.01  # radians
+BF16_AGREEING_FRAMES = 0.9  # the least share of frames whose every entry is within BF16_POSE_TOLERANCE
 NPZ_DTYPES = {"poses": np.float32, "trans": np.float64, "expressions": np.float64, "betas": np.float32}
 
 
