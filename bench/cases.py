@@ -1,7 +1,8 @@
 """Every benchmark, by name, with its settings for the full run and for `--quick` (None: not in `--quick`).
 
-Budget on the 2-core development CPU: the full run about 15 minutes, `--quick` under 2 minutes. Paper
-sizes run fewer repeats (a paper-size generator step of batch 8 takes about half a minute there).
+Budget on the 2-core development CPU: the full run about 25 minutes (10 of them the released network's paper-size
+step and window, bench.generator_step), `--quick` under 3 minutes. Paper sizes run fewer repeats (a paper-size
+generator step of batch 8 takes about half a minute there).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 From the repository root (`bench` is a package there):
 
-    python -m bench.run --out bench/results                 # everything (about 15 min on a 2-core CPU)
+    python -m bench.run --out bench/results                 # everything (about 25 min on a 2-core CPU)
     python -m bench.run --quick                             # a short run (under 2 min there)
     python -m bench.run --only 'train-*-tiny,data-*'        # a selection (shell-style patterns)
     python -m bench.run --accelerator cuda                  # on a GPU
