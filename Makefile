@@ -75,7 +75,7 @@ train-vqvae: install $(CORPUS)
 train-generator: install $(CORPUS)
 	$(ECHOMASK) fit $(call stage_configs,generator) --data.root $(DATA_ROOT)
 
-# Benchmarks (SPEC §10): bench/results/results.json + results.md (about 15 min on 2 CPU cores).
+# Benchmarks (SPEC §10): bench/results/results.json + results.md (about 25 min on 2 CPU cores).
 # BENCH_ARGS="--quick" for a short run, "--only 'train-*'" for a selection, "--accelerator cuda" on a GPU.
 bench: install
 	$(PY) -m bench.run --out bench/results $(BENCH_ARGS)

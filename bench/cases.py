@@ -1,7 +1,8 @@
 """Every benchmark, by name, with its settings for the full run and for `--quick` (None: not in `--quick`).
 
-Budget on the 2-core development CPU: the full run about 15 minutes, `--quick` under 2 minutes. Paper
-sizes run fewer repeats (a paper-size generator step of batch 8 takes about half a minute there).
+Budget on the 2-core development CPU: the full run about 25 minutes (10 of them the released network's paper-size
+step and window, bench.generator_step), `--quick` under 3 minutes. Paper sizes run fewer repeats (a paper-size
+generator step of batch 8 takes about half a minute there).
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ PAPER_GENERATOR_BATCH = 8  # SPEC §6.5 trains with 64; 8 is what a CPU step of 
 LOADER_STAGES = ("vqvae-upper", "evaluator", "generator")  # one per distinct item list: stage 1, FGD evaluator, stage 2
 INFERENCE_SECONDS = 60.0  # SPEC §10: a 60 s file
 QUICK_INFERENCE_SECONDS = 20.0
+# the released network's own step and window (bench.generator_step): precision name -> Lightning precision
+PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
+OBJECTIVE_PATHS = {"release": False, "shared": True}  # name -> GeneratorObjective(share_work=...)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,49 @@ def _training_cases() -> list[Case]:
     return cases
 
 
+def _generator_network_cases() -> list[Case]:
+    """The released network (MaskedGenerator + GeneratorObjective) without a Trainer: the training step at both
+    precisions on both objective paths, and the batch-1 inference window with its profile."""
+    cases = []
+    for path, share_work in OBJECTIVE_PATHS.items():
+        for name, precision in PRECISIONS.items():
+            settings = dict(share_work=share_work, precision=precision)
+            cases += [
+                Case(
+                    f"step-generator-tiny-{path}-{name}",
+                    "network",
+                    "bench.generator_step:training_step",
+                    full=dict(size="tiny", batch_size=PAPER_GENERATOR_BATCH, warmup=2, repeats=5, **settings),
+                    quick=dict(size="tiny", batch_size=4, warmup=1, repeats=2, **settings),
+                ),
+                Case(
+                    f"step-generator-paper-{path}-{name}",
+                    "network",
+                    "bench.generator_step:training_step",
+                    full=dict(size="paper", batch_size=PAPER_GENERATOR_BATCH, warmup=1, repeats=2, **settings),
+                    quick=None,
+                ),
+            ]
+    for name, precision in PRECISIONS.items():
+        cases += [
+            Case(
+                f"infer-window-tiny-{name}",
+                "network",
+                "bench.generator_step:inference_window",
+                full=dict(size="tiny", precision=precision, warmup=3, repeats=10, profile_calls=5),
+                quick=dict(size="tiny", precision=precision, warmup=1, repeats=2, profile_calls=1),
+            ),
+            Case(
+                f"infer-window-paper-{name}",
+                "network",
+                "bench.generator_step:inference_window",
+                full=dict(size="paper", precision=precision, warmup=2, repeats=5, profile_calls=3),
+                quick=None,
+            ),
+        ]
+    return cases
+
+
 def _inference_cases() -> list[Case]:
     return [
         Case(
@@ -111,6 +158,13 @@ def _inference_cases() -> list[Case]:
             "inference",
             "bench.inference:hubert_rtf",
             full=dict(model="large-random", audio_seconds=INFERENCE_SECONDS, repeats=2),
+            quick=None,
+        ),
+        Case(
+            "infer-hubert-large-random-bf16",
+            "inference",
+            "bench.inference:hubert_rtf",
+            full=dict(model="large-random", audio_seconds=INFERENCE_SECONDS, repeats=2, precision=PRECISIONS["bf16"]),
             quick=None,
         ),
         Case(
@@ -200,6 +254,7 @@ CASES: dict[str, Case] = {
     for case in [
         MATMUL,
         *_training_cases(),
+        *_generator_network_cases(),
         *_inference_cases(),
         *_render_cases(),
         *_evaluation_cases(),

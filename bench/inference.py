@@ -36,36 +36,41 @@ HUBERT_LARGE_CONFIG = dict(
 )
 
 
-def _hubert_features(model: str, folder: str, device: torch.device) -> HubertFeatures:
-    """HuBERT features with the paper's layer settings; "large-random" is saved to `folder` first and
-    loaded from there like a local checkpoint."""
+def _hubert_features(model: str, folder: str, device: torch.device, precision: str) -> HubertFeatures:
+    """HuBERT features with the paper's layer settings at `precision`; "large-random" is saved to `folder` first
+    and loaded from there like a local checkpoint."""
     if model == TINY_RANDOM:
-        return HubertFeatures(model=TINY_RANDOM, device=device)
+        return HubertFeatures(model=TINY_RANDOM, device=device, precision=precision)
     if model != "large-random":
         raise ValueError(f"unknown HuBERT benchmark model {model!r}; choose one of {HUBERT_MODELS}")
     torch.manual_seed(0)
     HubertModel(HubertConfig(**HUBERT_LARGE_CONFIG)).save_pretrained(folder)
-    return HubertFeatures(model=folder, device=device)
+    return HubertFeatures(model=folder, device=device, precision=precision)
 
 
-def hubert_rtf(device: torch.device, workspace, model: str, audio_seconds: float, repeats: int) -> dict:
-    """Real-time factor of `HubertFeatures` (model, interpolation to 30 fps, projection) on speech."""
+def hubert_rtf(
+    device: torch.device, workspace, model: str, audio_seconds: float, repeats: int, precision: str = "32-true"
+) -> dict:
+    """Real-time factor of `HubertFeatures` (model, interpolation to 30 fps, projection) on speech at `precision`
+    ("32-true", "bf16-mixed" or "auto")."""
     logging.getLogger("echomask").setLevel(logging.ERROR)
     wave = workspace.speech_clip(audio_seconds)
     num_frames = int(audio_seconds * MOTION_FPS)
     with tempfile.TemporaryDirectory(dir=workspace.root) as folder:
-        features = _hubert_features(model, folder, device)
+        features = _hubert_features(model, folder, device, precision)
         flops = count_flops(lambda: features(wave, num_frames))
         seconds = summarize([time_call(lambda: features(wave, num_frames), device) for _ in range(repeats)])
     parameters = sum(p.numel() for p in features.model.parameters())
     return {
         "model": model,
+        "precision": features.precision,
         "audio_seconds": audio_seconds,
         "seconds": seconds,
         "real_time_factor": rates(audio_seconds, seconds),
         "flops": flops,
         "parameters": parameters,
-        "how": f"HubertFeatures({model!r}) on {audio_seconds:g} s of speech (chunk {features.chunk_seconds} s)",
+        "how": f"HubertFeatures({model!r}) on {audio_seconds:g} s of speech (chunk {features.chunk_seconds} s), "
+        f"{features.precision}",
     }
 
 

@@ -2,11 +2,16 @@
 factor, and the printed table (also written as Markdown)."""
 from __future__ import annotations
 
+import math
+
 # Which loader benchmark reads the items a training stage reads (stage 1 parts and the translation
 # model share the vqvae configs' items).
 LOADER_OF_STAGE = {"evaluator": "evaluator", "generator": "generator"}
 STAGE1_LOADER = "vqvae-upper"
 END_TO_END = (("tiny-random", "tiny"), ("large-random", "paper"))  # (HuBERT, generator size) pairs
+# HuBERT-large + the released network's inference windows (bench.generator_step), per precision
+WINDOW_END_TO_END = (("large-random", "fp32"), ("large-random-bf16", "bf16"))
+FPS, WINDOW_STRIDE, SEED_FRAMES = 30, 60, 4  # SPEC §6.6: windows of 64 frames every 60, 4 seed frames
 
 
 def _ok(results: dict, name: str) -> dict | None:
@@ -14,9 +19,10 @@ def _ok(results: dict, name: str) -> dict | None:
     return entry["result"] if entry and entry["status"] == "ok" else None
 
 
-def add_utilisation(results: dict, matmul_gflops: float | None) -> None:
+def add_utilisation(results: dict, matmul_gflops: float | None, bf16_matmul_gflops: float | None = None) -> None:
     """Model FLOP utilisation (achieved FLOP/s over the measured matmul FLOP/s) of every training and
-    inference result that counted its FLOPs, in place (`mfu`, a fraction)."""
+    inference result that counted its FLOPs, in place: `mfu` against the fp32 rate, `mfu_bf16` against the bf16
+    rate (fractions)."""
     if not matmul_gflops:
         return
     for entry in results.values():
@@ -28,6 +34,8 @@ def add_utilisation(results: dict, matmul_gflops: float | None) -> None:
         if flops and seconds and "median" in seconds:
             result["achieved_gflops_per_second"] = flops / seconds["median"] / 1e9
             result["mfu"] = result["achieved_gflops_per_second"] / matmul_gflops
+            if bf16_matmul_gflops:
+                result["mfu_bf16"] = result["achieved_gflops_per_second"] / bf16_matmul_gflops
 
 
 def loader_versus_step(results: dict) -> list[dict]:
@@ -77,6 +85,24 @@ def end_to_end(results: dict) -> list[dict]:
                 "real_time_factor": hubert["audio_seconds"] / seconds,
             }
         )
+    for hubert_name, precision in WINDOW_END_TO_END:
+        hubert = _ok(results, f"infer-hubert-{hubert_name}")
+        window = _ok(results, f"infer-window-paper-{precision}")
+        if hubert is None or window is None:
+            continue
+        audio_seconds = hubert["audio_seconds"]
+        windows = max(1, math.ceil((audio_seconds * FPS - SEED_FRAMES) / WINDOW_STRIDE))
+        seconds = hubert["seconds"]["median"] + windows * window["seconds"]["median"]
+        rows.append(
+            {
+                "hubert": f"{hubert['model']} {hubert.get('precision', '32-true')}",
+                "generator": f"paper MaskedGenerator.infer {window['precision']} x {windows} (no stage-1 decoding)",
+                "audio_seconds": audio_seconds,
+                "seconds": seconds,
+                "hubert_share": hubert["seconds"]["median"] / seconds,
+                "real_time_factor": audio_seconds / seconds,
+            }
+        )
     return rows
 
 
@@ -90,7 +116,17 @@ def _spread(seconds: dict) -> str:
 def _headline(result: dict) -> tuple[str, str]:
     """(what was measured, the main time statistic) of one result."""
     if "gflops_per_second" in result:
-        return f"{result['gflops_per_second']['median']:.1f} GFLOP/s", _spread(result["seconds"])
+        bf16 = result.get("bf16_gflops_per_second")
+        extra = f", bf16 {bf16['median']:.1f}" if bf16 else ""
+        return f"fp32 {result['gflops_per_second']['median']:.1f}{extra} GFLOP/s", _spread(result["seconds"])
+    if "share_work" in result:
+        path = "shared step" if result["share_work"] else "release path"
+        rate = result["windows_per_second"]["median"]
+        return f"{path}, {result['precision']}, B={result['batch_size']}: {rate:.3g} windows/s", _spread(
+            result["step_seconds"]
+        )
+    if "profile" in result:
+        return f"{result['precision']}: {1000 * result['seconds']['median']:.4g} ms/window", _spread(result["seconds"])
     if "stage" in result and "step_seconds" in result:
         rate = result["windows_per_second"]
         return f"B={result['batch_size']}: {rate['median']:.3g} windows/s", _spread(result["step_seconds"])
@@ -152,6 +188,8 @@ def results_table(results: dict) -> str:
         result = entry["result"]
         headline, seconds = _headline(result)
         mfu = f"{100 * result['mfu']:.1f} %" if "mfu" in result else ""
+        if "mfu_bf16" in result:
+            mfu += f" (of bf16: {100 * result['mfu_bf16']:.1f} %)"
         lines.append(f"| {name} | {headline} | {seconds} | {_flops(result)} | {mfu} | {_memory(entry)} |")
     return "\n".join(lines)
 
@@ -180,6 +218,20 @@ def end_to_end_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def profile_table(results: dict) -> str:
+    """The operators an inference window's time goes to, per `infer-window-*` case (the largest size run)."""
+    lines = ["| window | operator | ms per window | share | calls per window |", "|---|---|---|---|---|"]
+    for name, entry in results.items():
+        if not name.startswith("infer-window-") or entry["status"] != "ok":
+            continue
+        for row in entry["result"]["profile"]:
+            lines.append(
+                f"| {name} | {row['operator']} | {row['ms_per_window']:.3g} | {100 * row['share']:.0f} % | "
+                f"{row['calls_per_window']:g} |"
+            )
+    return "\n".join(lines)
+
+
 def busy_warning(machine: dict, load_average_start: list[float], load_average_end: list[float]) -> str | None:
     """A warning when other work shared the CPU, else None: the 1-minute load average before the run, or at
     its end minus the benchmark's own threads, reaches half the cores.
@@ -201,7 +253,10 @@ def markdown_report(report: dict) -> str:
     machine = report["machine"]
     header = (
         f"Machine: {machine['cpu']} ({machine['torch_threads']} torch threads), device {machine['device']}, "
-        f"torch {machine['torch']}; fp32 matmul {report['matmul_gflops']:.1f} GFLOP/s; load average at start "
+        f"torch {machine['torch']}; fp32 matmul {report['matmul_gflops']:.1f} GFLOP/s, bf16 "
+        f"{report.get('matmul_bf16_gflops') or 0:.1f} GFLOP/s; CPU flags {', '.join(machine.get('cpu_flags', []))}; "
+        f"precision auto -> {machine.get('auto_precision')} ({machine.get('auto_precision_reason')}); "
+        f"load average at start "
         f"{report['load_average_start'][0]:.2f}, at end {report['load_average_end'][0]:.2f}. "
         f"Mode: {'quick' if report['settings']['quick'] else 'full'}."
     ) if report.get("matmul_gflops") else "Machine: unknown (the matmul benchmark failed)."
@@ -213,6 +268,9 @@ def markdown_report(report: dict) -> str:
     if report["loader_vs_step"]:
         title = "Loader vs training step (ratio < 1: the loader cannot keep up):"
         sections += ["", title, "", loader_table(report["loader_vs_step"])]
+    if any(name.startswith("infer-window-") and entry["status"] == "ok" for name, entry in report["cases"].items()):
+        title = "Where an inference window's time goes (torch.profiler, self CPU time, top operators):"
+        sections += ["", title, "", profile_table(report["cases"])]
     if report["end_to_end"]:
         title = "Audio → motion (HuBERT + sliding-window generator):"
         sections += ["", title, "", end_to_end_table(report["end_to_end"])]

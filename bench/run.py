@@ -2,7 +2,7 @@
 
 From the repository root (`bench` is a package there):
 
-    python -m bench.run --out bench/results                 # everything (about 15 min on a 2-core CPU)
+    python -m bench.run --out bench/results                 # everything (about 25 min on a 2-core CPU)
     python -m bench.run --quick                             # a short run (under 2 min there)
     python -m bench.run --only 'train-*-tiny,data-*'        # a selection (shell-style patterns)
     python -m bench.run --accelerator cuda                  # on a GPU
@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
 
     matmul = results[MATMUL.name]["result"] if results.get(MATMUL.name, {}).get("status") == "ok" else None
     matmul_gflops = matmul["gflops_per_second"]["median"] if matmul else None
-    report.add_utilisation(results, matmul_gflops)
+    bf16_matmul_gflops = matmul["bf16_gflops_per_second"]["median"] if matmul else None
+    report.add_utilisation(results, matmul_gflops, bf16_matmul_gflops)
     summary = {
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(arguments).items()},
         "machine": matmul["machine"] if matmul else {"cpu_count": os.cpu_count()},
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": time.perf_counter() - started,
         "prepare_seconds": prepared["wall_seconds"],
         "matmul_gflops": matmul_gflops,
+        "matmul_bf16_gflops": bf16_matmul_gflops,
         "cases": results,
         "loader_vs_step": report.loader_versus_step(results),
         "end_to_end": report.end_to_end(results),

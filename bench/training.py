@@ -25,11 +25,13 @@ from echomask.lit.quiet_trainer import quiet_trainer
 
 
 class RepeatedBatch:
-    """An iterable of `steps` references to one batch (a training "loader" with no loading cost)."""
+    """An iterable of `steps` references to one batch (a training "loader" with no loading cost); `dataset` is the
+    real loader's (a module may read it, e.g. the RVQ-VAE's normalisation statistics at fit start)."""
 
-    def __init__(self, batch: dict, steps: int):
+    def __init__(self, batch: dict, steps: int, dataset):
         self.batch = batch
         self.steps = steps
+        self.dataset = dataset
 
     def __iter__(self):
         return iter([self.batch] * self.steps)
@@ -46,8 +48,8 @@ class FixedBatchDataModule(BEAT2DataModule):
         self.steps = steps
 
     def train_dataloader(self) -> RepeatedBatch:
-        batch = next(iter(super().train_dataloader()))
-        return RepeatedBatch(batch, self.steps)
+        loader = super().train_dataloader()
+        return RepeatedBatch(next(iter(loader)), self.steps, loader.dataset)
 
 
 class StepTimer(pl.Callback):

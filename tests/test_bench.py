@@ -15,7 +15,17 @@ from echomask.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 
-SMOKE_CASES = ("train-vqvae-upper-tiny", "infer-hubert-tiny-random", "render-skeleton", "render-video", "data-loader-vqvae-upper-w0")
+SMOKE_CASES = (
+    "train-vqvae-upper-tiny",
+    "step-generator-tiny-release-fp32",
+    "step-generator-tiny-shared-bf16",
+    "infer-window-tiny-fp32",
+    "infer-window-tiny-bf16",
+    "infer-hubert-tiny-random",
+    "render-skeleton",
+    "render-video",
+    "data-loader-vqvae-upper-w0",
+)
 
 
 def test_summarize_gives_median_and_spread():
@@ -128,7 +138,20 @@ def test_smoke_run_of_the_harness(tmp_path):
         assert entry["status"] == "ok", (name, entry.get("error"))
         assert entry["memory"]["peak_rss_mib"] > entry["memory"]["baseline_rss_mib"] > 0
         assert (tmp_path / "logs" / f"{name}.log").exists()
-    assert summary["matmul_gflops"] > 0
+    assert summary["matmul_gflops"] > 0 and summary["matmul_bf16_gflops"] > 0
+    machine = summary["machine"]
+    assert machine["auto_precision"] in ("32-true", "bf16-mixed") and isinstance(machine["cpu_flags"], list)
+    for name, precision, share_work in (
+        ("step-generator-tiny-release-fp32", "32-true", False),
+        ("step-generator-tiny-shared-bf16", "bf16-mixed", True),
+    ):
+        step = summary["cases"][name]["result"]
+        assert (step["precision"], step["share_work"], step["batch_size"]) == (precision, share_work, 4)
+        assert step["flops_per_step"] > 0 and 0 < step["mfu"] and 0 < step["mfu_bf16"]
+    for precision in ("fp32", "bf16"):
+        window = summary["cases"][f"infer-window-tiny-{precision}"]["result"]
+        assert window["seconds"]["median"] > 0 and window["flops"] > 0
+        assert window["profile"] and all(0 < row["share"] <= 1 for row in window["profile"])
     training = summary["cases"]["train-vqvae-upper-tiny"]["result"]
     assert training["step_seconds"]["repeats"] == 1
     assert training["windows_per_second"]["median"] > 0 and training["flops_per_step"] > 0
@@ -143,6 +166,7 @@ def test_smoke_run_of_the_harness(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert all(name in table for name in SMOKE_CASES) and table in finished.stdout
     assert "60 frames:" in table and "frames/s" in table
+    assert "Where an inference window's time goes" in table and "ms/window" in table and "release path" in table
 
 
 def test_registry_names_the_stage_tables_stages_and_existing_functions():

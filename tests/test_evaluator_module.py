@@ -78,11 +78,12 @@ def test_last_checkpoint_loads_as_the_fgd_encoder(trained):
     assert (logs / "evaluator").is_dir() and any((logs / "evaluator").glob("version_*/events.out.tfevents.*"))
 
 
-def test_the_tiny_overlay_changes_only_the_budget_and_the_speech_features():
+def test_the_tiny_overlay_changes_only_the_budget_the_precision_and_the_speech_features():
     full, tiny = (yaml.safe_load((REPO / path).read_text()) for path in EVALUATOR.config_files("tiny"))
     assert set(tiny) == {"trainer", "data"}
-    assert set(tiny["trainer"]) == {"max_epochs", "log_every_n_steps"}
+    assert set(tiny["trainer"]) == {"max_epochs", "log_every_n_steps", "precision"}
     assert tiny["trainer"]["max_epochs"] < full["trainer"]["max_epochs"]
+    assert (full["trainer"]["precision"], tiny["trainer"]["precision"]) == ("auto", "32-true")
     # the speech features only, which the tiny configs of every stage share (one feature cache)
     assert tiny["data"] == {"init_args": {"speech": {"hubert": "signal"}}}
 

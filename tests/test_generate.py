@@ -22,6 +22,11 @@ from echomask.inference import SMPLX_NPZ_KEYS
 
 pytestmark = pytest.mark.e2e
 FPS = 30  # SPEC §4.1: motion frame rate
+# bf16 vs fp32 `generate` of the one-step test checkpoint (stage-1 decoding in fp32 in both): per frame, the largest
+# axis-angle difference had median 7e-5 and maximum 2e-4 rad; a code flipped by bf16 rounding (near-tied logits)
+# would move a few frames by more, so a small share of frames may lie outside the tolerance
+BF16_POSE_TOLERANCE = 0.01  # radians
+BF16_AGREEING_FRAMES = 0.9  # the least share of frames whose every entry is within BF16_POSE_TOLERANCE
 NPZ_DTYPES = {"poses": np.float32, "trans": np.float64, "expressions": np.float64, "betas": np.float32}
 
 
@@ -138,3 +143,24 @@ def test_long_audio_is_covered_to_the_last_frame(checkpoint, speech_wav, tmp_pat
     check_outputs(tmp_path, audio, video=False)
     motion = read_motion(tmp_path / "long.npz")
     assert np.isfinite(motion["poses"]).all()
+
+
+def test_fp32_and_bf16_generation_both_run_and_agree(checkpoint, speech_wav, tmp_path, capsys, caplog):
+    """`--precision 32-true` forces fp32 and `--precision bf16-mixed` runs the windows under bf16 autocast (what
+    `auto` picks on a CPU with AMX); both write the same kind of npz, and the motion agrees (the
+    checkpoint's argmax codes may flip where two logits are within bf16's rounding, so the check is on the share of
+    frames, not every frame)."""
+    audio = speech_wav(tmp_path / "talk.wav", seconds=2.0)
+    poses = {}
+    for precision in ("32-true", "bf16-mixed"):
+        out = tmp_path / precision
+        arguments = ["--audio", str(audio), "--ckpt", str(checkpoint), "--out", str(out), "--no-video"]
+        with caplog.at_level("INFO", logger="echomask.generate"):
+            status, _, _ = run_generate(capsys, *arguments, "--precision", precision)
+        assert status == 0
+        assert f"precision {precision} -> {precision}" in caplog.text
+        check_outputs(out, audio, video=False)
+        poses[precision] = read_motion(out / "talk.npz")["poses"]
+    difference = np.abs(poses["32-true"] - poses["bf16-mixed"]).max(axis=1)
+    close = difference < BF16_POSE_TOLERANCE
+    assert close.mean() >= BF16_AGREEING_FRAMES, close.mean()

@@ -125,6 +125,7 @@ def test_cache_key_changes_with_each_setting(tiny_hubert, tmp_path):
         "normalize": dict(normalize=False),
         "chunk_seconds": dict(chunk_seconds=30.0),
         "context_seconds": dict(context_seconds=2.0),
+        "precision": dict(precision="bf16-mixed"),
     }
     keys = {name: HubertFeatures(**{"low_layer": 11, **kwargs}).cache_key() for name, kwargs in variants.items()}
     texts = [json.dumps(key, sort_keys=True) for key in keys.values()]  # JSON-able
@@ -170,3 +171,26 @@ def test_too_many_frames_or_too_short_audio_is_an_error(tiny_hubert, wave):
         tiny_hubert(wave, 92)
     with pytest.raises(ValueError, match="at least 400 samples"):
         tiny_hubert(wave[:300], 1)
+
+
+BF16_COSINE = 0.999  # the least per-frame cosine of bf16-autocast features to fp32 ones (tiny random HuBERT)
+
+
+def test_bf16_features_agree_with_fp32(tiny_hubert, wave):
+    """HuBERT under bf16 autocast (what `precision: auto` picks on a CPU with AMX): fp32 float32
+    output of the same shape, every frame's feature vector within cosine 0.999 of the fp32 one."""
+    assert tiny_hubert.precision == "32-true"  # the default: exact fp32
+    bf16 = HubertFeatures("tiny-random", low_layer=11, precision="bf16-mixed")
+    assert bf16.cache_key()["precision"] == "bf16-mixed"
+    for exact, approximate in zip(tiny_hubert(wave, 90), bf16(wave, 90)):
+        assert approximate.dtype == np.float32 and approximate.shape == exact.shape
+        cosine = (exact * approximate).sum(1) / (np.linalg.norm(exact, axis=1) * np.linalg.norm(approximate, axis=1))
+        assert cosine.min() >= BF16_COSINE, cosine.min()
+        assert not np.array_equal(exact, approximate)  # bf16 did run
+
+
+def test_auto_precision_is_resolved_and_logged(caplog):
+    with caplog.at_level("INFO", logger="echomask.audio.hubert"):
+        features = HubertFeatures("tiny-random", precision="auto")
+    assert features.precision in ("32-true", "bf16-mixed")
+    assert f"precision auto -> {features.precision}" in caplog.text

@@ -73,6 +73,10 @@ def test_stacked_code_heads_equal_the_heads_one_by_one():
     heads = [ResidualCodeHead(**sizes).eval() for _ in range(4)]
     base, speech = torch.randn(4, 2, 3, 8), torch.randn(4, 2, 12, 8)
     stacked = stack_modules(heads)
+    # every matrix the batched matmuls multiply by is stored as its transpose, the layout they read
+    matrices = {name: value for name, value in stacked.named_parameters() if name.endswith("weight") and value.ndim == 3}
+    assert any(name.endswith("in_proj_weight") for name in matrices)
+    assert all(value.transpose(1, 2).is_contiguous() for value in matrices.values()), sorted(matrices)
     with torch.no_grad():
         logits, vectors = stacked(base, kv=stacked.memory_kv(speech))
         for index, head in enumerate(heads):

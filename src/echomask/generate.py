@@ -17,6 +17,7 @@ import torch
 from echomask.audio.features import MOTION_FPS
 from echomask.audio.io import SAMPLE_RATE, AudioError, load_audio
 from echomask.models.decoding import Decoding
+from echomask.precision import AUTO, BF16_MIXED, FP32, autocast, machine_precision
 from echomask.stages import STAGES
 
 DEFAULT_CHECKPOINT = STAGES["generator"].checkpoint  # where `make train-generator` leaves it
@@ -62,8 +63,12 @@ def generate_from_audio(
     decoding: Decoding = Decoding(),
     video: bool = True,
     progress: bool = True,
+    precision: str = AUTO,
 ) -> GenerationResult:
-    """Generate motion for one audio file; writes `<out_dir>/<audio stem>.npz` (and `.mp4`)."""
+    """Generate motion for one audio file; writes `<out_dir>/<audio stem>.npz` (and `.mp4`).
+
+    precision: HuBERT and the generator's windows at "32-true", under bf16 autocast ("bf16-mixed"), or "auto"
+    (`echomask.precision`: bf16 where the hardware multiplies it natively; the choice is logged)."""
     audio, out_dir, checkpoint = Path(audio), Path(out_dir), Path(checkpoint)
     if not checkpoint.exists():
         raise FileNotFoundError(f"{checkpoint}: no generator checkpoint (train one with `make train-generator`)")
@@ -83,8 +88,10 @@ def generate_from_audio(
     fps = MOTION_FPS
     num_frames = int(len(wave) / sample_rate * fps)
 
+    resolution = machine_precision(precision, module.device.type)
+    log.info("generate: %s", resolution.describe(precision))
     started = time.perf_counter()
-    speech = module.speech.extractor(fps=fps, progress=progress)
+    speech = module.speech.extractor(fps=fps, progress=progress, precision=resolution.precision)
     if not torch.equal(speech.projection.cpu(), module.speech_projection.cpu()):
         raise ValueError(f"{checkpoint}: the stored speech projection differs from the one rebuilt from its settings")
     low, high = speech(wave, num_frames)
@@ -92,23 +99,24 @@ def generate_from_audio(
 
     seed_motion, seed_expressions = seed_from_npz(seed_pose) if seed_pose else neutral_seed()
     started = time.perf_counter()
-    result = module.synthesizer.generate(
-        torch.from_numpy(low)[None],
-        torch.from_numpy(high)[None],
-        torch.tensor([speaker - 1]),
-        seed_motion,
-        seed_expressions,
-        decoding=decoding,
-        progress=progress,
-        scores=True,  # written as <stem>_sqa.npz
-    )
+    with autocast(module.device, resolution):
+        result = module.synthesizer.generate(
+            torch.from_numpy(low)[None],
+            torch.from_numpy(high)[None],
+            torch.tensor([speaker - 1]),
+            seed_motion,
+            seed_expressions,
+            decoding=decoding,
+            progress=progress,
+            scores=True,  # written as <stem>_sqa.npz
+        )
     generation_seconds = time.perf_counter() - started
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    arrays = motion_to_smplx(result["motion"][0], result["expressions"][0])
+    arrays = motion_to_smplx(result["motion"][0].float(), result["expressions"][0].float())
     npz_path = write_smplx_npz(out_dir / f"{audio.stem}.npz", arrays)
     # SQA frame scores over the waveform, for notebooks/inspect_results.ipynb
-    write_sqa(out_dir / f"{audio.stem}_sqa.npz", result["scores"][0].numpy(), wave, sample_rate)
+    write_sqa(out_dir / f"{audio.stem}_sqa.npz", result["scores"][0].float().numpy(), wave, sample_rate)
     video_path, render_seconds = None, 0.0
     if video:
         started = time.perf_counter()
@@ -148,6 +156,13 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         help="generator passes per window (1: the paper); more: iterative re-masking of the least confident tokens",
     )
     parser.add_argument("--no-video", action="store_true", help="write the npz only")
+    parser.add_argument(
+        "--precision",
+        choices=(AUTO, FP32, BF16_MIXED),
+        default=AUTO,
+        help="HuBERT and generator precision; auto (default): bf16-mixed on a CPU with AMX (amx_bf16) or a "
+        "bf16 GPU, else 32-true",
+    )
 
 
 def generate_command(options: argparse.Namespace) -> int:
@@ -159,6 +174,7 @@ def generate_command(options: argparse.Namespace) -> int:
         speaker=options.speaker,
         decoding=Decoding(options.temperature, options.top_k, options.decoding_steps),
         video=not options.no_video,
+        precision=options.precision,
     )
     print(f"motion: {result.npz} ({result.num_frames} frames at 30 fps, {result.audio_seconds:.2f} s of audio)")
     if result.video:

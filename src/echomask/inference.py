@@ -229,9 +229,10 @@ class MotionSynthesizer(nn.Module):
         missing = [part for part in PART_NAMES if part not in indices]
         if missing:
             raise ValueError(f"MotionSynthesizer.decode: no indices for part(s) {missing}")
-        parts = {part: self.vqvaes[part].decode(indices[part]) for part in PART_NAMES}
-        lower = parts["lower"]
-        translation = self.translation.predict_translation(lower, start_xz)
+        with torch.autocast(start_xz.device.type, enabled=False):  # stage 1 in fp32 under generate's bf16 windows
+            parts = {part: self.vqvaes[part].decode(indices[part]) for part in PART_NAMES}
+            lower = parts["lower"]
+            translation = self.translation.predict_translation(lower, start_xz)
         parts["lower"] = torch.cat(
             [lower[..., : LOWER_TRANSLATION.start], translation.to(lower.dtype), lower[..., LOWER_CONTACT]], dim=-1
         )

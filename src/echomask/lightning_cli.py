@@ -10,7 +10,8 @@ names the file or option at fault:
 - a `ckpt_path` is loaded with :func:`echomask.checkpoints.load_checkpoint` before Lightning touches it, and
   only for its weights: the model is built from the configs and options (never from the checkpoint's
   hyper-parameters, which Lightning would otherwise put over them);
-- what a model or data class raises while being built is reported with the class's own message.
+- what a model or data class raises while being built is reported with the class's own message;
+- `trainer.precision: auto` (echomask.precision) is resolved on this machine when the Trainer is built, and logged.
 
 LightningCLI reads the command line from `sys.argv`; :func:`build_lightning_cli` shows it the given arguments
 there for the whole run (so a DDP launcher that re-runs the command line starts the same command, and
@@ -262,6 +263,8 @@ def build_lightning_cli(
     import jsonargparse
     import lightning.pytorch as pl
 
+    from echomask.lit.trainer import AutoPrecisionTrainer
+
     # Configs interpolate across sections with absolute paths such as ${model.init_args.part}.
     jsonargparse.set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     try:
@@ -269,6 +272,7 @@ def build_lightning_cli(
             return _checked_lightning_cli_class(instantiate)(
                 model_class=pl.LightningModule,
                 datamodule_class=pl.LightningDataModule,
+                trainer_class=AutoPrecisionTrainer,  # accepts `trainer.precision: auto`
                 subclass_mode_model=True,
                 subclass_mode_data=True,
                 # errors come back as ArgumentError (condensed below) instead of a usage dump and exit

@@ -44,6 +44,7 @@ from transformers import HubertConfig, HubertModel
 
 from echomask.audio.features import MOTION_FPS, check_wave, motion_frame_times
 from echomask.audio.io import SAMPLE_RATE
+from echomask.precision import AUTO, FP32, autocast, machine_precision
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +135,9 @@ class HubertFeatures:
         chunk_seconds: output frames per model pass for long audio; None = always one pass.
         context_seconds: extra audio on each side of a chunk (its frames are discarded).
         progress: show a tqdm bar over the chunks of long files.
+        precision: "32-true" (exact fp32), "bf16-mixed" (the model under bf16 autocast; interpolation and
+            projection in fp32) or "auto" (`echomask.precision`: bf16-mixed where the hardware has bf16 matmuls;
+            the choice is logged). Part of the cache key.
 
     Attributes:
         projection: the (hidden_size, out_dim) float32 CPU matrix applied to both levels (None for "none"); store
@@ -159,6 +163,7 @@ class HubertFeatures:
         chunk_seconds: float | None = 60.0,
         context_seconds: float = 5.0,
         progress: bool = False,
+        precision: str = FP32,
     ):
         if projection not in ("orthonormal", "none"):
             raise ValueError(f"projection must be 'orthonormal' or 'none', got {projection!r}")
@@ -171,6 +176,10 @@ class HubertFeatures:
         self.model_name, self.model, model_dir = _load_model(model)
         self.model.to(device).eval().requires_grad_(False)
         self.device = torch.device(device)
+        resolution = machine_precision(precision, self.device.type)
+        if precision == AUTO:
+            logger.info("HuBERT features: %s", resolution.describe(AUTO))
+        self.precision = resolution.precision
         self.normalize = _do_normalize(model_dir) if normalize is None else bool(normalize)
         config = self.model.config
         self.hidden_size = config.hidden_size
@@ -216,6 +225,7 @@ class HubertFeatures:
             "out_dim": self.out_dim,
             "chunk_seconds": self.chunk_seconds,
             "context_seconds": self.context_seconds,
+            "precision": self.precision,
         }
 
     @torch.no_grad()
@@ -261,7 +271,8 @@ class HubertFeatures:
     def _run(self, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One model pass: samples (n,) → low, high (F, hidden) on the CPU in float32."""
         batch = rearrange(samples, "n -> 1 n").to(self.device)
-        output = self.model(batch, output_hidden_states=True)
+        with autocast(self.device, self.precision):
+            output = self.model(batch, output_hidden_states=True)
         low = output.hidden_states[self.low_layer]
         high = output.last_hidden_state if self.high_layer is None else output.hidden_states[self.high_layer]
         return low[0].float().cpu(), high[0].float().cpu()

@@ -22,6 +22,7 @@ import numpy as np
 
 from echomask.audio.features import MOTION_FPS, amplitude_envelope, check_wave, motion_frame_times, onset_strength
 from echomask.audio.hubert import HubertFeatures, orthonormal_projection
+from echomask.precision import AUTO
 from echomask.audio.io import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -138,9 +139,11 @@ def speech_features(
     projection_seed: int,
     fps: float = MOTION_FPS,
     progress: bool = False,
+    precision: str = AUTO,
 ) -> SpeechFeatures:
     """The speech-feature extractor a data module or a checkpoint names (its ``hubert`` setting):
-    `SignalFeatures` for ``model="signal"`` (the HuBERT layers are not used), else `HubertFeatures`."""
+    `SignalFeatures` for ``model="signal"`` (the HuBERT layers are not used; numpy in float64, no precision),
+    else `HubertFeatures` at ``precision`` (default: auto, `echomask.precision`)."""
     if model == SIGNAL:
         logger.info(
             "speech features: low-level signal features (log-mel, envelope, onset strength), no HuBERT: "
@@ -155,4 +158,5 @@ def speech_features(
         projection_seed=projection_seed,
         fps=fps,
         progress=progress,
+        precision=precision,
     )

@@ -72,9 +72,9 @@ class SpeechSettings:
             if getattr(self, name) != getattr(other, name)
         }
 
-    def extractor(self, fps: float = MOTION_FPS, progress: bool = False):
-        """The feature extractor these settings name (`echomask.audio.signal_features.speech_features`); imported
-        here because HuBERT pulls in transformers."""
+    def extractor(self, fps: float = MOTION_FPS, progress: bool = False, precision: str = "auto"):
+        """The feature extractor these settings name (`echomask.audio.signal_features.speech_features`), HuBERT at
+        ``precision`` (default auto: `echomask.precision`); imported here because HuBERT pulls in transformers."""
         from echomask.audio.signal_features import speech_features
 
         return speech_features(
@@ -85,4 +85,5 @@ class SpeechSettings:
             self.projection_seed,
             fps=fps,
             progress=progress,
+            precision=precision,
         )

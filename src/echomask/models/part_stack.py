@@ -8,6 +8,9 @@ that carry that axis: (P, B, T, d) activations, (P, out, in) weights. What makes
 - :func:`linear`, :class:`Linear` and :class:`LayerNorm` accept stacked weights (a batched matmul, a broadcast
   affine) and behave exactly as ``nn.Linear`` / ``nn.LayerNorm`` otherwise (same parameters, names, init);
 - :class:`~echomask.models.attention.Attention` uses :func:`linear` and folds leading axes into its batch;
+- :func:`stack_modules` stores every stacked weight that :func:`linear` multiplies by as (P, out, in) with the
+  memory layout of (P, in, out): its transpose, what the batched matmul reads, is contiguous (paper size, batch-1
+  window, 1 thread: the stacked code heads 91 -> 81 ms, MAM's branches 41 -> 34 ms, medians of 15 interleaved calls);
 - :class:`StackedCopy` builds the stacked module (``stack_modules``) and keeps it until a source parameter changes
   (a new tensor or an in-place update, e.g. an optimizer step or ``load_state_dict``): inference pays the copy
   once, at the price of holding it (the code heads and MAM: 90 M parameters at paper size).
@@ -56,9 +59,16 @@ class LayerNorm(nn.LayerNorm):
         return torch.addcmul(self.bias.view(broadcast), normalised, self.weight.view(broadcast))
 
 
+def _multiplies_inputs(owner: nn.Module, attribute: str) -> bool:
+    """Whether the parameter ``owner.attribute`` is a (out, in) matrix that :func:`linear` multiplies inputs by
+    (a linear map's weight, or an attention's packed input projection)."""
+    return (isinstance(owner, nn.Linear) and attribute == "weight") or attribute == "in_proj_weight"
+
+
 def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
     """A copy of ``modules[0]`` (eval mode, no gradients) whose every parameter is the stack (P, ...) of the
-    modules' parameters of that name. The modules must have the same structure and parameter shapes."""
+    modules' parameters of that name. The modules must have the same structure and parameter shapes. Stacked
+    weights of :func:`linear` are laid out as their transposes (module docstring): same values and shapes."""
     if not modules:
         raise ValueError("stack_modules needs at least one module")
     names = [name for name, _ in modules[0].named_parameters()]
@@ -71,6 +81,8 @@ def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
         owner_name, _, attribute = name.rpartition(".")
         owner = stacked.get_submodule(owner_name)
         values = torch.stack([module.get_parameter(name).detach() for module in modules])
+        if _multiplies_inputs(owner, attribute):
+            values = values.transpose(1, 2).contiguous().transpose(1, 2)
         setattr(owner, attribute, nn.Parameter(values, requires_grad=False))
     return stacked
 
