@@ -43,7 +43,14 @@ from echomask.metrics.display import aligned_columns
 from echomask.metrics.motion_statistics import SPEED_JOINTS, aggregate_statistics, compare_motion
 from echomask.metrics.token_statistics import code_usage
 from echomask.models.conv_vqvae import RVQVAE
-from echomask.motion.parts import NUM_EXPRESSIONS, PART_JOINTS, PART_NAMES, ROT6D_DIM, parts_to_smplx, whole_body_to_parts
+from echomask.motion.parts import (
+    NUM_EXPRESSIONS,
+    PART_JOINTS,
+    PART_NAMES,
+    ROT6D_DIM,
+    parts_to_smplx,
+    whole_body_to_parts,
+)
 
 # the motion statistics each part's tokenizer owns
 PART_STATISTICS: dict[str, tuple[str, ...]] = {
@@ -125,15 +132,17 @@ def round_trip(tokenizers: Mapping[str, RVQVAE], sequences: Iterable[Mapping[str
     return {
         "motion": aggregate_statistics(per_sequence.values()),
         "per_sequence": per_sequence,
-        "tracking": {name: float(products[name] / squares[name]) if squares[name] > 0 else math.nan for name in products},
+        "tracking": {
+            name: float(products[name] / squares[name]) if squares[name] > 0 else math.nan for name in products
+        },
         "codes": codes,
         "codebook_size": {part: tokenizer.quantizer.codebook_size for part, tokenizer in tokenizers.items()},
     }
 
 
 def round_trip_table(report: Mapping) -> str:
-    """Two tables of a :func:`round_trip` report: each part's motion statistics (GT, round trip, ratio, tracking) and each
-    part's and layer's code usage."""
+    """Two tables of a :func:`round_trip` report: each part's motion statistics (GT, round trip, ratio, tracking) and
+    each part's and layer's code usage."""
     motion = report["motion"]
     statistics = aligned_columns(
         ["part", "statistic", "GT", "round trip", "round trip / GT", "tracking"],
