@@ -30,13 +30,14 @@ def swinging_arms(seq_id: str, frames: int = FRAMES) -> dict:
 
 
 class StubTokenizer(torch.nn.Module):
-    """Two codes in turn (one RVQ layer of 8); decodes what it last encoded, or (still) its mean over time."""
+    """Two codes in turn (one RVQ layer of 8); decodes what it last encoded, or (still) its mean over time, or
+    (shuffled) its frames in a random order: motion of the right size that does not follow the input."""
 
     frames_per_token = 4
 
-    def __init__(self, still: bool):
+    def __init__(self, still: bool, shuffled: bool = False):
         super().__init__()
-        self.still = still
+        self.still, self.shuffled = still, shuffled
         self.quantizer = SimpleNamespace(codebook_size=8)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,6 +45,8 @@ class StubTokenizer(torch.nn.Module):
         return (torch.arange(x.shape[1] // self.frames_per_token) % 2).view(1, -1, 1)
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        if self.shuffled:
+            return self.encoded[:, torch.randperm(self.encoded.shape[1], generator=torch.Generator().manual_seed(0))]
         return self.encoded.mean(dim=1, keepdim=True).expand_as(self.encoded) if self.still else self.encoded
 
 
@@ -55,12 +58,18 @@ def test_a_faithful_tokenizer_keeps_the_motion_and_a_still_one_loses_it():
     assert motion["arms_speed_gt"] > 0.01 and motion["expression_std_gt"] > 0.1
     for name in ("arms_speed", "expression_std"):
         assert motion[f"{name}_ratio"] == pytest.approx(1.0, abs=1e-4)
+        assert faithful["tracking"][name] == pytest.approx(1.0, abs=1e-4)
     assert faithful["codes"]["upper"]["layer_0"] == {"distinct": 2, "perplexity": pytest.approx(2.0), "mode_share": 0.5}
     assert faithful["codebook_size"] == {"upper": 8, "face": 8}
 
-    still = round_trip({"upper": StubTokenizer(still=True)}, sequences)["motion"]
-    assert still["arms_speed_ratio"] < 1e-3
+    still_report = round_trip({"upper": StubTokenizer(still=True)}, sequences)
+    still = still_report["motion"]
+    assert still["arms_speed_ratio"] < 1e-3 and still_report["tracking"] == {"arms_speed": pytest.approx(0.0, abs=1e-6)}
     assert still["expression_std_ratio"] == pytest.approx(1.0)  # the face is not round-tripped: ground truth
+
+    shuffled = round_trip({"upper": StubTokenizer(still=False, shuffled=True)}, sequences)
+    assert shuffled["motion"]["arms_speed_ratio"] > 1.0  # it moves (more, and jerkily) ...
+    assert abs(shuffled["tracking"]["arms_speed"]) < 0.3  # ... but not with the ground truth
 
     table = round_trip_table(round_trip({"upper": StubTokenizer(still=True)}, sequences))
     assert "arms_speed" in table and "2 of 8" in table and "expression_std" not in table
@@ -82,7 +91,8 @@ def test_round_trip_command_on_a_trained_checkpoint(stage1_checkpoints, syntheti
     ]
     assert echomask_main(arguments) == 0
     printed = capsys.readouterr().out
-    assert "arms_speed" in printed and "expression_std" in printed and "perplexity" in printed
+    assert "arms_speed" in printed and "expression_std" in printed and "perplexity" in printed and "tracking" in printed
     report = json.loads(report_path.read_text())
     assert sorted(report["codes"]) == ["face", "upper"] and len(report["codes"]["upper"]) == 2  # 2 RVQ layers
     assert report["motion"]["arms_speed_ratio"] >= 0 and report["per_sequence"]
+    assert sorted(report["tracking"]) == ["arms_speed", "expression_std", "jaw_speed"]

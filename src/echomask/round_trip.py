@@ -15,7 +15,13 @@ hands    ``hands_speed``
 lower    ``lower_speed``
 =======  =================================
 
-and, per RVQ layer, the usage of its codes over all test tokens (:func:`echomask.metrics.token_statistics.code_usage`:
+each with its **tracking**: the regression gain of the decoded part-stream features that statistic reads (the
+rotation 6D of its joints, or the expression coefficients) on the ground truth's, both centred per sequence over time
+and pooled over the sequences (sum of products over sum of squares). A ratio near 1 says the decoding moves as much as
+the ground truth; only a tracking near 1 says it moves *with* it: a tokenizer that decodes noise of the right size has
+a ratio near 1 and a tracking near 0, one that decodes the still mean has both near 0.
+
+And, per RVQ layer, the usage of its codes over all test tokens (:func:`echomask.metrics.token_statistics.code_usage`:
 distinct codes, perplexity, the most frequent code's share). A perplexity near 1 means nearly every token is the
 same code: the tokens cannot tell one movement from another.
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -33,10 +40,17 @@ import numpy as np
 import torch
 
 from echomask.metrics.display import aligned_columns
-from echomask.metrics.motion_statistics import aggregate_statistics, compare_motion
+from echomask.metrics.motion_statistics import SPEED_JOINTS, aggregate_statistics, compare_motion
 from echomask.metrics.token_statistics import code_usage
 from echomask.models.conv_vqvae import RVQVAE
-from echomask.motion.parts import PART_NAMES, parts_to_smplx, whole_body_to_parts
+from echomask.motion.parts import (
+    NUM_EXPRESSIONS,
+    PART_JOINTS,
+    PART_NAMES,
+    ROT6D_DIM,
+    parts_to_smplx,
+    whole_body_to_parts,
+)
 
 # the motion statistics each part's tokenizer owns
 PART_STATISTICS: dict[str, tuple[str, ...]] = {
@@ -46,6 +60,15 @@ PART_STATISTICS: dict[str, tuple[str, ...]] = {
     "lower": ("lower_speed",),
 }
 TEST_ITEMS = ("motion", "expressions", "id")
+
+
+def statistic_features(part: str, statistic: str) -> list[int]:
+    """Indices of the features of `part`'s stream that `statistic` reads (the tracking's features)."""
+    if statistic == "expression_std":
+        return list(range(ROT6D_DIM, ROT6D_DIM + NUM_EXPRESSIONS))
+    joints = PART_JOINTS[part]
+    positions = [joints.index(joint) for joint in SPEED_JOINTS[statistic.removesuffix("_speed")]]
+    return [ROT6D_DIM * position + offset for position in positions for offset in range(ROT6D_DIM)]
 TOKENIZER_SPEECH = {"hubert": "signal"}  # the stage-1 demo overlay's: its corpus cache is shared
 
 
@@ -65,7 +88,8 @@ def round_trip(tokenizers: Mapping[str, RVQVAE], sequences: Iterable[Mapping[str
 
     Returns:
         ``{"motion": aggregate_statistics(...) of the compared sequences, "per_sequence": {id: compare_motion(...)},
-        "codes": {part: {"layer_<l>": code_usage(...)}}, "codebook_size": {part: K}}``.
+        "tracking": {statistic: gain}, "codes": {part: {"layer_<l>": code_usage(...)}}, "codebook_size": {part: K}}``
+        (a tracking is NaN where the ground truth's features do not move).
     """
     unknown = sorted(set(tokenizers) - set(PART_NAMES))
     if unknown or not tokenizers:
@@ -78,6 +102,8 @@ def round_trip(tokenizers: Mapping[str, RVQVAE], sequences: Iterable[Mapping[str
         tokenizer.eval()
     per_sequence: dict[str, dict] = {}
     indices: dict[str, list[torch.Tensor]] = {part: [] for part in tokenizers}
+    products = {name: torch.zeros((), dtype=torch.float64) for part in tokenizers for name in PART_STATISTICS[part]}
+    squares = dict(products)
     for sequence in sequences:
         frames = len(sequence["motion"]) // step * step
         if frames == 0:
@@ -88,6 +114,14 @@ def round_trip(tokenizers: Mapping[str, RVQVAE], sequences: Iterable[Mapping[str
             tokens = tokenizer.encode(truth[part][None])  # (1, N, L)
             decoded[part] = tokenizer.decode(tokens)[0]
             indices[part].append(tokens[0])
+            for name in PART_STATISTICS[part]:
+                features = statistic_features(part, name)
+                truth_centred, decoded_centred = (
+                    (stream[:, features] - stream[:, features].mean(dim=0)).to(torch.float64)
+                    for stream in (truth[part], decoded[part])
+                )
+                products[name] = products[name] + (truth_centred * decoded_centred).sum()
+                squares[name] = squares[name] + truth_centred.square().sum()
         per_sequence[str(sequence["id"])] = compare_motion(_smplx_arrays(truth), _smplx_arrays(decoded))
     if not per_sequence:
         raise ValueError("round_trip: no sequences")
@@ -98,23 +132,27 @@ def round_trip(tokenizers: Mapping[str, RVQVAE], sequences: Iterable[Mapping[str
     return {
         "motion": aggregate_statistics(per_sequence.values()),
         "per_sequence": per_sequence,
+        "tracking": {
+            name: float(products[name] / squares[name]) if squares[name] > 0 else math.nan for name in products
+        },
         "codes": codes,
         "codebook_size": {part: tokenizer.quantizer.codebook_size for part, tokenizer in tokenizers.items()},
     }
 
 
 def round_trip_table(report: Mapping) -> str:
-    """Two tables of a :func:`round_trip` report: each part's motion statistics (GT, round trip, ratio) and each
-    part's and layer's code usage."""
+    """Two tables of a :func:`round_trip` report: each part's motion statistics (GT, round trip, ratio, tracking) and
+    each part's and layer's code usage."""
     motion = report["motion"]
     statistics = aligned_columns(
-        ["part", "statistic", "GT", "round trip", "round trip / GT"],
+        ["part", "statistic", "GT", "round trip", "round trip / GT", "tracking"],
         [
             [
                 part,
                 name,
                 *(f"{motion[f'{name}_{side}']:.4f}" for side in ("gt", "pred")),
                 f"{motion[f'{name}_ratio']:.2f}",
+                f"{report['tracking'][name]:.2f}",
             ]
             for part in report["codes"]
             for name in PART_STATISTICS[part]
