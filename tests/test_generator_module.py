@@ -341,7 +341,8 @@ def test_fast_dev_run_through_the_cli_with_the_paper_sizes(generator_fit, tmp_pa
     session_options = generator_fit.options[len(tiny) :]
     speech = ["--data.speech", json.dumps(fitted_speech(generator_fit.checkpoint).as_dict())]
     arguments = [*paper, *session_options, *speech, "--data.batch_size", "2", "--trainer.fast_dev_run", "true"]
-    assert main(["fit", *arguments, "--trainer.logger.init_args.save_dir", str(tmp_path)]) == 0
+    workdir = ["--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.default_root_dir", str(tmp_path)]
+    assert main(["fit", *arguments, *workdir]) == 0
 
 
 def test_a_resumed_run_continues_exactly_like_an_uninterrupted_run(generator_fit, tmp_path, monkeypatch):
