@@ -79,7 +79,8 @@ def test_every_module_imports_in_reverse_order():
     assert finished.returncode == 0, finished.stderr[-3000:]
 
 
-def test_the_demo_runs_every_stage_of_the_table_then_test_and_generate(tmp_path, synthetic_corpus, capsys):
+def test_the_demo_runs_every_stage_of_the_table_then_test_and_generate(tmp_path, synthetic_corpus, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the demo reads outputs/ relative to the working directory: none here
     data_root = synthetic_corpus.parent  # holds beat_english_v2.0.0/: the demo writes no corpus there
     steps = demo_steps(str(data_root), "speech.wav", str(tmp_path / "out"))
     generator = STAGES["generator"]

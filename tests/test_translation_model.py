@@ -76,13 +76,16 @@ def test_lower_stream_layout_and_network_input():
 
 
 def test_orthonormal_rotations_fix_decoded_6d_and_keep_the_rest():
-    lower = torch.randn(2, 8, 61)
+    lower = torch.randn(2, 8, 61, generator=torch.Generator().manual_seed(0))
     fixed = orthonormal_rotations(lower)
     assert torch.equal(fixed[..., LOWER_TRANSLATION.start :], lower[..., LOWER_TRANSLATION.start :])
     rows = fixed[..., LOWER_ROTATIONS].reshape(2, 8, 9, 2, 3)
     torch.testing.assert_close(rows.norm(dim=-1), torch.ones(2, 8, 9, 2))
-    torch.testing.assert_close((rows[..., 0, :] * rows[..., 1, :]).sum(-1), torch.zeros(2, 8, 9), atol=1e-6, rtol=0)
-    torch.testing.assert_close(orthonormal_rotations(fixed), fixed, atol=1e-6, rtol=0)
+    # float32 Gram-Schmidt of random column pairs (some nearly parallel): dot products reach ~1e-6 (seen 1.25e-6)
+    float32_tolerance = 1e-5
+    dots = (rows[..., 0, :] * rows[..., 1, :]).sum(-1)
+    torch.testing.assert_close(dots, torch.zeros(2, 8, 9), atol=float32_tolerance, rtol=0)
+    torch.testing.assert_close(orthonormal_rotations(fixed), fixed, atol=float32_tolerance, rtol=0)
 
 
 def test_helpers_reject_bad_shapes():
