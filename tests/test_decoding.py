@@ -89,7 +89,7 @@ def test_iterative_decoding_fixes_confident_tokens_first_and_shows_them():
         window, masked, torch.full((3,), 99.0), fake, decode_as_code_number, Decoding(steps=3)
     )
     masked_tokens = [mask[0, ::4].tolist() for mask in frame_masks]
-    assert sum(masked_tokens[0]) == 5 and sum(masked_tokens[1]) == 4 and sum(masked_tokens[2]) == 2  # 5, ⌊5cos30°⌋, ⌊5cos60°⌋
+    assert [sum(tokens) for tokens in masked_tokens] == [5, 4, 2]  # 5, ⌊5·cos 30°⌋, ⌊5·cos 60°⌋
     assert masked_tokens[1] == [False, False, True, True, True, True]  # token 1 (0.9) fixed after pass 1
     assert masked_tokens[2] == [False, False, True, False, True, False]  # then 0.8 and 0.7
     # Pass 2 sees token 1's decoded code (pass 1 chose code 1) and the seed; masked frames show the embedding.

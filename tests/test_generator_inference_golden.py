@@ -3,8 +3,7 @@ release's inference outputs (shared/golden/official/generator/inference.npz) wit
 the same checks as test_generator_golden.py's inference case, on infer's output."""
 import pytest
 
-from test_generator_golden import golden, golden_batch, release_model  # noqa: F401
-from test_generator_golden import test_passes_reproduce_the_release as check_against_golden
+from golden_generator import check_outputs, golden, golden_batch, release_model  # noqa: F401
 
 
 @pytest.mark.parametrize("stack_parts", [True, False])
@@ -16,4 +15,4 @@ def test_infer_reproduces_the_release_inference(golden, release_model, golden_ba
     release_model.release_inference_copies()
     assert not output.logits["face"].requires_grad  # infer computes no gradients
     speech = release_model.mam.speech_features(batch.speech_low, batch.speech_high)
-    check_against_golden(golden, {"inference": output, "speech": speech}, "inference")
+    check_outputs(golden, "inference", output, speech)

@@ -254,15 +254,17 @@ def test_without_scores_generation_is_the_same(synthesizer):
 def test_argmax_is_deterministic_and_sampling_follows_the_random_generator(synthesizer):
     first, second = generate(synthesizer, 70), generate(synthesizer, 70, progress=True)
     assert torch.equal(first["motion"], second["motion"])
+    sampling = Decoding(temperature=1.0)
     sampled = [
-        generate(synthesizer, 70, decoding=Decoding(temperature=1.0), rng=torch.Generator().manual_seed(seed))["indices"]
+        generate(synthesizer, 70, decoding=sampling, rng=torch.Generator().manual_seed(seed))["indices"]
         for seed in (0, 0, 1)
     ]
     for part in PART_NAMES:
         assert torch.equal(sampled[0][part], sampled[1][part])
     assert any(not torch.equal(sampled[0][part], sampled[2][part]) for part in PART_NAMES)
     assert any(not torch.equal(sampled[0][part], first["indices"][part]) for part in PART_NAMES)
-    top_1 = generate(synthesizer, 70, decoding=Decoding(temperature=1.0, top_k=1), rng=torch.Generator().manual_seed(1))["indices"]
+    top_1_sampling = Decoding(temperature=1.0, top_k=1)
+    top_1 = generate(synthesizer, 70, decoding=top_1_sampling, rng=torch.Generator().manual_seed(1))["indices"]
     for part in PART_NAMES:
         assert torch.equal(top_1[part], first["indices"][part])
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_generator_golden import golden, golden_batch  # noqa: F401
-from test_generator_golden import test_passes_reproduce_the_release as check_against_golden
+from golden_generator import check_outputs, golden, golden_batch  # noqa: F401
 
 from echomask.cli import main as echomask_main
 from echomask.data.beat2 import read_motion
@@ -73,7 +72,7 @@ def test_the_imported_checkpoint_reproduces_the_release_inference(imported, rele
     batch, seed_mask = golden_batch
     output = model.infer(batch.motion, seed_mask, batch.speaker, batch.speech_low, batch.speech_high)
     speech = model.mam.speech_features(batch.speech_low, batch.speech_high)
-    check_against_golden(golden, {"inference": output, "speech": speech}, "inference")
+    check_outputs(golden, "inference", output, speech)
     for name, value in model.state_dict().items():  # the EMA copy starts as the imported weights
         assert torch.equal(module.ema.module.state_dict()[name], value), name
 
