@@ -60,6 +60,7 @@ PART_STATISTICS: dict[str, tuple[str, ...]] = {
     "lower": ("lower_speed",),
 }
 TEST_ITEMS = ("motion", "expressions", "id")
+TOKENIZER_SPEECH = {"hubert": "signal"}  # the stage-1 demo overlay's: its corpus cache is shared
 
 
 def statistic_features(part: str, statistic: str) -> list[int]:
@@ -69,7 +70,6 @@ def statistic_features(part: str, statistic: str) -> list[int]:
     joints = PART_JOINTS[part]
     positions = [joints.index(joint) for joint in SPEED_JOINTS[statistic.removesuffix("_speed")]]
     return [ROT6D_DIM * position + offset for position in positions for offset in range(ROT6D_DIM)]
-TOKENIZER_SPEECH = {"hubert": "signal"}  # the stage-1 demo overlay's: its corpus cache is shared
 
 
 def _smplx_arrays(parts: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -169,12 +169,13 @@ class VQVAEModule(KinematicsHolder, pl.LightningModule):
         dataset = datamodule.train_dataloader().dataset
         windows = (dataset[index] for index in range(len(dataset)))
         frames = torch.cat([self.part_stream(window) for window in windows]).to(torch.float64)
-        mean, std = frames.mean(dim=0), frames.std(dim=0, correction=0).clamp_min(self.hparams.normalize_std_floor)
-        self.model.set_normalization(mean.to(self.model.input_mean), std.to(self.model.input_std))
+        raw_std = frames.std(dim=0, correction=0)
+        std = raw_std.clamp_min(self.hparams.normalize_std_floor)
+        self.model.set_normalization(frames.mean(dim=0).to(self.model.input_mean), std.to(self.model.input_std))
         logger.info(
             "stage 1 %s: input normalisation from %d training frames; std median %.4f, %d of %d features at the "
             "floor %g",
-            self.part, len(frames), float(frames.std(dim=0).median()),
+            self.part, len(frames), float(raw_std.median()),
             int((std == self.hparams.normalize_std_floor).sum()), len(std), self.hparams.normalize_std_floor,
         )
 
