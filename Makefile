@@ -86,7 +86,7 @@ bench: install
 ABLATION_ROOT := data/synthetic_ablation
 ABLATION_STAGE1_LOGS := logs/ablation/vqvae
 ABLATION_EPOCHS ?= 12
-ABLATION_SEEDS ?= 42 43
+ABLATION_SEEDS ?= 42 43 44
 ABLATION_STAGE1_EPOCHS ?= 10
 # The upper body and the translation carry the rhythm BC reads: at 10 epochs their round trip keeps almost none of it.
 ABLATION_STAGE1_EPOCHS_RHYTHM ?= 40

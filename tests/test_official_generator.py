@@ -7,6 +7,7 @@ outputs (the golden README's tolerances) and drive `echomask generate` (tiny ran
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from echomask.lit.generator_module import GeneratorModule
 from echomask.official.generator_keys import is_dead_release_key
 from echomask.official.recipe import RECIPE, recipe_state_dict
 from echomask.official.stage1 import RELEASE_FILE_NAMES
+from echomask.stages import STAGE1_MODELS
+
+REPO = Path(__file__).resolve().parents[1]
 
 SMALL_DEAD = 100_000  # dead tensors up to this many values go into the file (the large ones are left out)
 
@@ -96,6 +100,32 @@ def test_generate_runs_with_the_imported_checkpoint(imported, shared_dir, tmp_pa
     motion = read_motion(tmp_path / f"{audio.stem}.npz")
     assert motion["poses"].shape[1] == 165 and motion["poses"].shape[0] > 30
     assert (tmp_path / f"{audio.stem}_sqa.npz").is_file()
+
+
+def test_echomask_test_runs_with_the_imported_checkpoint(imported, synthetic_corpus, fgd_checkpoint, tmp_path):
+    """`echomask test --config experiments/generator.yaml --ckpt_path <imported>`: the paper config builds the network
+    the checkpoint fills (the imported stage 1 and the tiny random HuBERT named on the command line)."""
+    stage1 = {name: str(imported.parent / "vqvae" / name / "checkpoints" / "last.ckpt") for name in STAGE1_MODELS}
+    output_dir = tmp_path / "test"
+    arguments = [
+        "test", "--config", str(REPO / "experiments" / "generator.yaml"),
+        "--data.root", str(synthetic_corpus),
+        "--data.cache_dir", str(tmp_path / "cache"),
+        "--data.speech.hubert", "tiny-random",
+        "--model.init_args.stage1_checkpoints", json.dumps(stage1),
+        "--model.init_args.fgd_checkpoint", str(fgd_checkpoint),
+        "--model.init_args.render_frames", "0",
+        "--model.init_args.test_videos", "0",
+        "--model.init_args.output_dir", str(output_dir),
+        "--trainer.precision", "32-true",
+        "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", "false",
+        "--ckpt_path", str(imported),
+    ]  # fmt: skip
+    assert echomask_main(arguments) == 0
+    report = json.loads((output_dir / "metrics.json").read_text())
+    sequences = sorted(path.stem for path in output_dir.glob("*.npz") if not path.stem.endswith("_sqa"))
+    assert sequences and math.isfinite(report["metrics"]["fgd"]), report["metrics"]
 
 
 def test_a_wrong_file_gives_one_line_naming_it(release_files, tmp_path, capsys):
