@@ -80,7 +80,7 @@ train-generator: install $(CORPUS)
 bench: install
 	$(PY) -m bench.run --out bench/results $(BENCH_ARGS)
 
-# The masking ablation in miniature (bench/ABLATION.md, run 9; about 66 min on 2 CPU cores): a synthetic corpus 5x the
+# The masking ablation in miniature (bench/ABLATION.md, run 10; about 80 min on 2 CPU cores): a synthetic corpus 5x the
 # default, the tiny stage 1 trained on it (logs/ablation/vqvae/), then bench/ablation_masking.py (speech_queried
 # vs random masking vs a shuffled-audio control; outputs/ablation/). FGD: the tiny evaluator of train-evaluator.
 ABLATION_ROOT := data/synthetic_ablation
