@@ -3,6 +3,8 @@
 Markers (registered in setup.cfg): ``slow`` (not part of `make test`), ``ddp`` (several processes), ``e2e`` (an
 `echomask` command or a notebook end to end on real outputs).
 
+Every session checks that the tests leave no file in the repository (``working_tree_untouched``).
+
 Session fixtures, built once because each costs seconds:
 
 - ``shared_dir``: ../shared, the reference folder (the test is skipped where it is absent);
@@ -32,6 +34,30 @@ def shared_dir() -> Path:
     if not SHARED.exists():
         pytest.skip("../shared is not present (a user's clone has none)")
     return SHARED
+
+
+def working_tree_changes() -> set[str] | None:
+    """`git status --porcelain` entries of the repository (None where it is not a git checkout)."""
+    import subprocess
+
+    try:
+        listed = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return set(listed.stdout.splitlines())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def working_tree_untouched():
+    """No test may leave a file in the repository outside the ignored folders (e.g. a config.yaml that
+    LightningCLI saves into the working directory when a run has no log folder)."""
+    before = working_tree_changes()
+    yield
+    after = working_tree_changes()
+    if before is not None and after is not None:
+        assert after <= before, f"the tests left files in the repository: {sorted(after - before)}"
 
 
 @pytest.fixture(scope="session", autouse=True)

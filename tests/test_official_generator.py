@@ -119,10 +119,12 @@ def test_echomask_test_runs_with_the_imported_checkpoint(imported, synthetic_cor
         "--model.init_args.output_dir", str(output_dir),
         "--trainer.precision", "32-true",
         "--trainer.logger", "false",
+        "--trainer.default_root_dir", str(tmp_path),  # where LightningCLI saves the config (not the working dir)
         "--trainer.enable_progress_bar", "false",
         "--ckpt_path", str(imported),
     ]  # fmt: skip
     assert echomask_main(arguments) == 0
+    assert (tmp_path / "config.yaml").is_file()
     report = json.loads((output_dir / "metrics.json").read_text())
     sequences = sorted(path.stem for path in output_dir.glob("*.npz") if not path.stem.endswith("_sqa"))
     assert sequences and math.isfinite(report["metrics"]["fgd"]), report["metrics"]
