@@ -85,16 +85,14 @@ def golden_batch(golden):
     return batch, ~seed_visible[..., 0]
 
 
-
-def assert_close(name: str, ours: torch.Tensor, reference: np.ndarray) -> float:
-    """Max |difference| within 1e-4 of the reference's largest magnitude; returns the max difference."""
+def assert_close(name: str, ours: torch.Tensor, reference: np.ndarray) -> None:
+    """Max |difference| within 1e-4 of the reference's largest magnitude."""
     ours = ours.detach().double().numpy()
     reference = np.asarray(reference, dtype=np.float64)
     assert ours.shape == reference.shape, f"{name}: shape {ours.shape} vs golden {reference.shape}"
     difference = float(np.abs(ours - reference).max())
     scale = float(np.abs(reference).max())
     assert difference <= RELATIVE_TOLERANCE * scale, f"{name}: max difference {difference:.3g} > 1e-4 × {scale:.3g}"
-    return difference
 
 
 def decided_by_margin(values: np.ndarray, axis: int, rank: int) -> np.ndarray:
@@ -103,9 +101,6 @@ def decided_by_margin(values: np.ndarray, axis: int, rank: int) -> np.ndarray:
     ordered = -np.sort(-values, axis=axis)
     gap = np.take(ordered, rank - 1, axis=axis) - np.take(ordered, rank, axis=axis)
     return gap > RELATIVE_TOLERANCE * np.abs(values).max()
-
-
-# ------------------------------------------------------------------------- the dead modules
 
 
 def check_outputs(golden, name: str, output: GeneratorPass, speech: dict, mam_loss: torch.Tensor | None = None) -> None:

@@ -159,6 +159,7 @@ def test_the_release_objective_options_give_the_same_losses_and_gradients(worksp
         results[shared] = (result, gradients)
     (joint, joint_gradients), (separate, separate_gradients) = results[True], results[False]
     assert torch.equal(joint.selection.mask, separate.selection.mask)
+    torch.testing.assert_close(joint.loss, separate.loss, rtol=1e-5, atol=1e-6)
     assert joint.terms.keys() == separate.terms.keys() and {"B/loss", "C/loss"} <= joint.terms.keys()
     for name in joint.terms:
         torch.testing.assert_close(joint.terms[name], separate.terms[name], rtol=1e-5, atol=1e-6, msg=name)

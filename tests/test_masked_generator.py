@@ -225,7 +225,6 @@ def test_infer_equals_the_forward_pass_and_keeps_no_state():
 
 
 def test_without_speech_injection_passes_with_and_without_it_agree(model):
-    torch.manual_seed(0)
     ablated = MaskedGenerator(**TINY, speech_injection=False).eval()
     ablated.load_state_dict(model.state_dict())  # the same parameters: the switch builds nothing else
     motion, mask, speaker, low, high = inputs()
@@ -240,7 +239,6 @@ def test_without_speech_injection_passes_with_and_without_it_agree(model):
 
 @pytest.mark.parametrize("levels", ["both", "low", "high"])
 def test_mam_speech_levels_choose_which_features_the_speech_branch_reads(model, levels):
-    torch.manual_seed(0)
     network = MaskedGenerator(**TINY, mam_speech_levels=levels).eval()
     network.load_state_dict(model.state_dict())
     _, _, _, low, high = inputs()

@@ -48,7 +48,7 @@ class Resolution:
         return self.precision == BF16_MIXED
 
     def describe(self, requested: str | int | None = AUTO) -> str:
-        """One log line: ``precision auto -> bf16-mixed (CPU has avx512_bf16)``."""
+        """One log line, e.g. ``precision auto -> bf16-mixed (CPU has amx_bf16)``."""
         return f"precision {requested} -> {self.precision} ({self.reason})"
 
 

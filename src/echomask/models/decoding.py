@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange, repeat
 
+
 @dataclass(frozen=True)
 class Decoding:
     """How inference chooses a window's codes (module docstring). The defaults are the paper's: argmax, one pass.
@@ -145,8 +146,10 @@ def iterative_decoding(
         frame_masks.append(frame_mask)
         shown = torch.where(rearrange(frame_mask, "b t -> b t 1"), mask_embedding.to(visible.dtype), visible)
         logits = window_pass(shown, frame_mask)
-        chosen = {part: choose_codes(part_logits, decoding.temperature, decoding.top_k, generator)
-            for part, part_logits in logits.items()}
+        chosen = {
+            part: choose_codes(part_logits, decoding.temperature, decoding.top_k, generator)
+            for part, part_logits in logits.items()
+        }
         fill = rearrange(masked, "b n -> b n 1")
         indices = {part: torch.where(fill, chosen[part], indices[part]) if indices else chosen[part] for part in chosen}
         if step == steps:
